@@ -1,0 +1,233 @@
+"""The face-verification pipeline a kiosk embeds: decode → detect → align → embed → match."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ._embedder import Embedder
+from ._errors import NoFaceError
+from ._images import DEFAULT_MAX_PIXELS, load_image
+from ._matching import IdentifyResult, VerifyResult, verify_embeddings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class VerifierOptions:
+    """Options of :class:`FaceVerifier` (MediaPipe-Tasks style: plain data, validated on use).
+
+    ``detector_path`` None with ``detect=True`` uses the official BlazeFace file from the
+    cache (``edgeface_runtime.download_detector()`` or ``edgeface detect --download`` puts it
+    there; nothing is downloaded implicitly). ``threshold`` overrides the model's calibrated
+    threshold; otherwise the one calibrated at ``far`` (default 1e-3) is used.
+    """
+
+    model_path: str | os.PathLike
+    detector_path: str | os.PathLike | None = None
+    detector_variant: str = "short"
+    detect: bool = True
+    gallery_path: str | os.PathLike | None = None
+    threshold: float | None = None
+    far: float | None = None
+    min_face_score: float | None = None
+    num_threads: int | None = 1
+    interpreter: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    preprocess: Any = None  # a Preprocess, only for models without metadata
+
+
+@dataclass
+class FaceResult:
+    face: Any  # a detector Face, or None when detect=False
+    embedding: np.ndarray
+    identity: IdentifyResult | None = None
+
+
+@dataclass
+class FrameResult:
+    """What one camera frame contained. ``faces`` is empty when no face was found."""
+
+    faces: list[FaceResult] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def no_face(self) -> bool:
+        return not self.faces
+
+
+class FaceVerifier:
+    """Detect, align, embed and match faces with one embedding model (and optionally a gallery)."""
+
+    def __init__(self, options: VerifierOptions) -> None:
+        self.options = options
+        self.embedder = Embedder.from_path(options.model_path, preprocess=options.preprocess,
+                                           num_threads=options.num_threads, interpreter=options.interpreter)
+        self.detector = None
+        self.gallery = None
+        try:
+            if options.detect:
+                from ._detector import FaceDetector, resolve_detector_path
+
+                path = resolve_detector_path(options.detector_path, options.detector_variant)
+                self.detector = FaceDetector.from_path(path, min_score=options.min_face_score,
+                                                       num_threads=options.num_threads,
+                                                       interpreter=options.interpreter)
+            if options.gallery_path is not None:
+                from ._gallery import Gallery
+
+                self.gallery = Gallery.open(options.gallery_path, model_fingerprint=self.embedder.fingerprint,
+                                            embedding_size=self.embedder.embedding_size)
+        except BaseException:
+            self.close()
+            raise
+        self.last_timings_ms: dict[str, float] = {}
+
+    @classmethod
+    def from_path(cls, model_path: str | os.PathLike, **options: Any) -> "FaceVerifier":
+        return cls(VerifierOptions(model_path=model_path, **options))
+
+    # -- thresholds ---------------------------------------------------------------------
+    def threshold(self, threshold: float | None = None) -> tuple[float, float | None]:
+        """``(threshold, far)``: explicit (far None) or calibrated at the configured FAR."""
+        if threshold is None:
+            threshold = self.options.threshold
+        if threshold is not None:
+            if not -1.0 <= float(threshold) <= 1.0:
+                raise ValueError(f"a cosine threshold lies in [-1, 1], got {threshold!r}")
+            return float(threshold), None
+        return self.embedder.metadata.threshold_for(self.options.far)
+
+    # -- faces --------------------------------------------------------------------------
+    def detect(self, image: Any, *, color_order: str = "RGB") -> list:
+        """All faces in an image, largest first (requires ``detect=True``)."""
+        if self.detector is None:
+            raise ValueError("this verifier was created with detect=False; create it with detect=True to detect faces")
+        return self.detector.detect(self._load(image, color_order))
+
+    def _load(self, image: Any, color_order: str) -> np.ndarray:
+        return load_image(image, color_order=color_order, max_pixels=self.options.max_pixels)
+
+    def _faces(self, rgb: np.ndarray, all_faces: bool, timings: dict[str, float]) -> list[FaceResult]:
+        from ._align import align_face, center_crop
+
+        size = self.embedder.preprocess.input_size
+        t0 = time.perf_counter()
+        if self.detector is None:
+            crops, faces = [center_crop(rgb, size)], [None]
+            t1 = t0
+        else:
+            faces = self.detector.detect(rgb)
+            if not all_faces:
+                faces = faces[:1]
+            t1 = time.perf_counter()
+            template = self.embedder.preprocess.alignment
+            crops = [align_face(rgb, f.keypoints, size, template=template) if template != "none"
+                     else center_crop(rgb[int(f.box[1]):int(f.box[3]) + 1, int(f.box[0]):int(f.box[2]) + 1], size)
+                     for f in faces]
+        t2 = time.perf_counter()
+        results = [FaceResult(face, self.embedder.embed(crop)) for face, crop in zip(faces, crops)]
+        t3 = time.perf_counter()
+        timings.update(detect=(t1 - t0) * 1e3, align=(t2 - t1) * 1e3, embed=(t3 - t2) * 1e3)
+        return results
+
+    def embed(self, image: Any, *, color_order: str = "RGB") -> np.ndarray:
+        """The embedding of the largest face in one image. Raises :class:`NoFaceError` if there is none."""
+        return self._single(image, color_order).embedding
+
+    def _single(self, image: Any, color_order: str) -> FaceResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        rgb = self._load(image, color_order)
+        timings["decode"] = (time.perf_counter() - t0) * 1e3
+        faces = self._faces(rgb, False, timings)
+        self.last_timings_ms = timings
+        if not faces:
+            raise NoFaceError(f"no face found in {_describe(image)} (minimum detector score "
+                              f"{self.detector.min_score if self.detector else 'n/a'}); use a frontal photo, "
+                              "or detect=False for images that are already face crops")
+        return faces[0]
+
+    def _embedding(self, item: Any, color_order: str) -> np.ndarray:
+        if isinstance(item, np.ndarray) and item.ndim == 1:
+            if item.shape[0] != self.embedder.embedding_size:
+                raise ValueError(f"an embedding of this model has {self.embedder.embedding_size} values, got {item.shape[0]}")
+            return item.astype(np.float32)
+        return self.embed(item, color_order=color_order)
+
+    # -- 1:1 and 1:N ----------------------------------------------------------------------
+    def verify(self, a: Any, b: Any, *, threshold: float | None = None, color_order: str = "RGB") -> VerifyResult:
+        """1:1 — are ``a`` and ``b`` (images or embeddings) the same person?"""
+        value, far = self.threshold(threshold)
+        return verify_embeddings(self._embedding(a, color_order), self._embedding(b, color_order), value, far=far)
+
+    def identify(self, probe: Any, *, top_k: int = 1, threshold: float | None = None,
+                 color_order: str = "RGB") -> IdentifyResult:
+        """1:N — who in the gallery is ``probe`` (an image or an embedding)?"""
+        gallery = self._require_gallery()
+        value, far = self.threshold(threshold)
+        return gallery.identify(self._embedding(probe, color_order), top_k=top_k, threshold=value, far=far)
+
+    def enroll(self, name: str, images: Iterable[Any] | Any, *, replace: bool = False,
+               color_order: str = "RGB") -> int:
+        """Enroll one person from one or more images, in one transaction. Returns the template count."""
+        gallery = self._require_gallery()
+        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)) or not isinstance(images, Iterable):
+            images = [images]
+        items = list(images)
+        if not items:
+            raise ValueError(f"no images given to enroll {name!r}")
+        embeddings = np.stack([self._embedding(img, color_order) for img in items])
+        sources = [_describe(img) for img in items]
+        gallery.enroll(name, embeddings, sources=sources, replace=replace)
+        return len(items)
+
+    def _require_gallery(self):
+        if self.gallery is None:
+            raise ValueError("no gallery is open: pass gallery_path=... to use enroll and identify")
+        return self.gallery
+
+    # -- frame loop -----------------------------------------------------------------------
+    def process_frame(self, frame: Any, *, color_order: str = "BGR", all_faces: bool = False,
+                      top_k: int = 1) -> FrameResult:
+        """One camera frame (BGR by default, as cameras deliver): faces, embeddings and, with a
+        gallery, identities. Never raises for "no face": the result is then empty."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        rgb = self._load(frame, color_order)
+        timings["decode"] = (time.perf_counter() - t0) * 1e3
+        faces = self._faces(rgb, all_faces, timings)
+        if self.gallery is not None and faces:
+            value, far = self.threshold()
+            t1 = time.perf_counter()
+            for result in faces:
+                result.identity = self.gallery.identify(result.embedding, top_k=top_k, threshold=value, far=far)
+            timings["match"] = (time.perf_counter() - t1) * 1e3
+        self.last_timings_ms = timings
+        return FrameResult(faces, timings)
+
+    def close(self) -> None:
+        for part in (self.gallery, self.detector, getattr(self, "embedder", None)):
+            if part is not None:
+                part.close()
+
+    def __enter__(self) -> "FaceVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, np.ndarray):
+        return f"<array {item.shape} {item.dtype}>"
+    if isinstance(item, (bytes, bytearray)):
+        return f"<{len(item)} bytes>"
+    return f"<{type(item).__name__}>"
