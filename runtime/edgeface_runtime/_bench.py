@@ -1,0 +1,138 @@
+"""`edgeface bench`: per-stage latency of the device pipeline, measured, not asserted.
+
+Stages: decode (JPEG file → RGB) → detect (BlazeFace) → align → embed → match (1:N against
+a synthetic gallery). Reports median and p90 per stage at one thread and at all cores,
+per LFW-sized JPEG and per 640×480 camera frame, identify cost against 1,000 and 10,000
+people, and the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+STAGES = ("decode", "detect", "align", "embed", "match", "total")
+
+
+def _summary(samples: Sequence[float]) -> dict[str, float]:
+    values = np.asarray(samples, dtype=np.float64)
+    return {"median_ms": round(float(np.median(values)), 3), "p90_ms": round(float(np.percentile(values, 90)), 3),
+            "n": int(values.size)}
+
+
+def _camera_frames(paths: Sequence[Path], count: int, seed: int = 0) -> list[np.ndarray]:
+    """640×480 BGR frames: an LFW photo placed on a textured background, as a camera would see it."""
+    from ._images import load_image
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for path in list(paths)[:count]:
+        face = load_image(path)
+        frame = rng.integers(40, 90, (480, 640, 3), dtype=np.uint8)
+        y, x = rng.integers(0, 480 - face.shape[0]), rng.integers(0, 640 - face.shape[1])
+        frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+        frames.append(np.ascontiguousarray(frame[..., ::-1]))
+    return frames
+
+
+def _run_pipeline(verifier: Any, items: Sequence[Any], color_order: str, gallery: tuple | None) -> dict[str, Any]:
+    from ._matching import identify_embeddings
+
+    per_stage: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    misses = 0
+    for item in items:
+        start = time.perf_counter()
+        result = verifier.process_frame(item, color_order=color_order)
+        t = dict(result.timings_ms)
+        if result.faces and gallery is not None:
+            t0 = time.perf_counter()
+            identify_embeddings(result.faces[0].embedding, gallery[0], gallery[1], top_k=1, threshold=0.5)
+            t["match"] = (time.perf_counter() - t0) * 1e3
+        t["total"] = (time.perf_counter() - start) * 1e3
+        if not result.faces:
+            misses += 1
+            continue
+        for stage in STAGES:
+            per_stage[stage].append(t.get(stage, 0.0))
+    return {"stages": {s: _summary(v) for s, v in per_stage.items() if v}, "no_face": misses}
+
+
+def _synthetic_gallery(people: int, dim: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    templates = rng.standard_normal((people, dim)).astype(np.float32)
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    return templates, [f"person_{i:05d}" for i in range(people)]
+
+
+def identify_cost(dim: int, sizes: Sequence[int], repeats: int = 200) -> dict[str, Any]:
+    from ._matching import identify_embeddings
+
+    out = {}
+    rng = np.random.default_rng(1)
+    for size in sizes:
+        templates, labels = _synthetic_gallery(size, dim)
+        probes = rng.standard_normal((repeats, dim)).astype(np.float32)
+        probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+        samples = []
+        for probe in probes:
+            t0 = time.perf_counter()
+            identify_embeddings(probe, templates, labels, top_k=5, threshold=0.5)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        out[str(size)] = _summary(samples)
+    return out
+
+
+def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detector_path: Any = None,
+              count: int = 200, gallery_sizes: Sequence[int] = (1000, 10000), warmup: int = 5) -> dict[str, Any]:
+    from ._interpreter import select_backend
+    from ._pipeline import FaceVerifier
+
+    root = Path(images)
+    paths = sorted(root.rglob("*.jpg"))[: count + warmup]
+    if len(paths) < warmup + 1:
+        raise ValueError(f"need at least {warmup + 1} JPEG images under {root}, found {len(paths)}")
+    frames = _camera_frames(paths, len(paths))
+    backend = select_backend()
+    result: dict[str, Any] = {
+        "device": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                   "cpus": os.cpu_count(), "python": platform.python_version(),
+                   "interpreter": f"{backend.name} {backend.version}"},
+        "model": str(model_path), "images": len(paths) - warmup, "runs": {},
+    }
+    for threads in sorted({1, os.cpu_count() or 1}):
+        with FaceVerifier.from_path(model_path, detector_path=detector_path, num_threads=threads) as verifier:
+            gallery = _synthetic_gallery(1000, verifier.embedder.embedding_size)
+            _run_pipeline(verifier, [str(p) for p in paths[:warmup]], "RGB", gallery)
+            result["runs"][f"{threads}_thread"] = {
+                "jpeg": _run_pipeline(verifier, [str(p) for p in paths[warmup:]], "RGB", gallery),
+                "frame_640x480": _run_pipeline(verifier, frames[warmup:], "BGR", gallery),
+            }
+            dim = verifier.embedder.embedding_size
+            result["model_bytes"] = os.path.getsize(model_path)
+    result["identify"] = identify_cost(dim, gallery_sizes)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    dev = result["device"]
+    lines = [f"device: {dev['processor']} ({dev['cpus']} cpus), Python {dev['python']}, {dev['interpreter']}",
+             f"model: {result['model']} ({result['model_bytes']:,} bytes); {result['images']} images",
+             "", "| run | input | " + " | ".join(STAGES) + " |", "|---|---|" + "---|" * len(STAGES)]
+    for run, inputs in result["runs"].items():
+        for kind, data in inputs.items():
+            cells = [f"{data['stages'][s]['median_ms']:.2f} / {data['stages'][s]['p90_ms']:.2f}"
+                     if s in data["stages"] else "-" for s in STAGES]
+            lines.append(f"| {run.replace('_', ' ')} | {kind} | " + " | ".join(cells) + " |")
+    lines.append("(median / p90 ms per image; match = 1:N against 1,000 people)")
+    lines.append("")
+    for size, stats in result["identify"].items():
+        lines.append(f"identify vs {int(size):,} people: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+    lines.append(f"peak memory (max RSS): {result['peak_rss_mb']} MB")
+    return "\n".join(lines)
