@@ -8,6 +8,7 @@ are thin: parse, call the library, turn its errors into a one-line message and e
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -68,6 +69,8 @@ def _jsonable(value: Any) -> Any:
         return value.item()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
