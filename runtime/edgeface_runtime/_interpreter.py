@@ -126,10 +126,13 @@ class Engine:
         try:
             self._interpreter = self.backend.interpreter_class(model_content=model, num_threads=num_threads)
             self._interpreter.allocate_tensors()
+            # Tensor names are decoded here: a corrupt string table fails in this call.
+            self.input_details = self._interpreter.get_input_details()
+            self.output_details = self._interpreter.get_output_details()
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{description} is not a valid TFLite model: corrupt tensor names ({exc})") from exc
         except (RuntimeError, ValueError, TypeError) as exc:
             raise self._translate(exc) from exc
-        self.input_details = self._interpreter.get_input_details()
-        self.output_details = self._interpreter.get_output_details()
 
     def _translate(self, exc: Exception) -> Exception:
         text = str(exc)
