@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from os import PathLike
 from typing import Any, Mapping, Union
@@ -221,7 +222,7 @@ def _find_metadata_zip(data: bytes) -> bytes | None:
             if METADATA_MEMBER not in archive.namelist():
                 return None
             return archive.read(METADATA_MEMBER)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise MetadataError(f"the metadata archive appended to the model is corrupt: {exc}") from exc
 
 
