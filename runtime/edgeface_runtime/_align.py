@@ -1,0 +1,175 @@
+"""Face alignment shared by training and the device, so both make identical crops.
+
+Convention: points and matrices here use *pixel-index* coordinates, as OpenCV and the ArcFace
+template do: the centre of pixel ``(row i, column j)`` is ``(x=j, y=i)``. The detector reports
+continuous coordinates (pixel centres at ``+0.5``); :func:`align_face` converts.
+
+Templates are defined on a 112×112 crop. For another ``(height, width)`` the template is scaled
+*uniformly* by ``height / 112`` (a similarity transform cannot map a face onto an anisotropically
+stretched template) and centred horizontally, so extra width is margin and less width crops the
+sides. That reproduces the usual 112×96 template (the 112×112 one shifted 8 px left).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+ARCFACE_TEMPLATE_SIZE = (112, 112)
+
+# The ArcFace (insightface) 5-point template at 112×112: eyes, nose tip, mouth corners, in
+# image-left to image-right order (the subject's right eye first).
+_ARCFACE_5 = np.array([
+    [38.2946, 51.6963],  # eye on the image left (subject's right)
+    [73.5318, 51.5014],  # eye on the image right (subject's left)
+    [56.0252, 71.7366],  # nose tip
+    [41.5493, 92.3655],  # mouth corner, image left
+    [70.7299, 92.2041],  # mouth corner, image right
+])
+
+# BlazeFace gives a mouth centre, not corners: use the corners' mean. Rows match the first four
+# BlazeFace keypoints (right eye, left eye, nose tip, mouth centre).
+TEMPLATES: dict[str, np.ndarray] = {
+    "arcface": np.vstack([_ARCFACE_5[:3], _ARCFACE_5[3:].mean(axis=0, keepdims=True)]),
+}
+for _points in TEMPLATES.values():
+    _points.setflags(write=False)
+
+ALIGNMENT_KEYPOINTS = (0, 1, 2, 3)  # BlazeFace indices used for alignment, in template row order
+
+
+def template_points(name: str = "arcface", input_size: tuple[int, int] = ARCFACE_TEMPLATE_SIZE) -> np.ndarray:
+    """The template ``name`` for a crop of ``input_size = (height, width)``, as ``(4, 2)`` x, y.
+
+    Scaled uniformly by ``height / 112`` about pixel-index coordinates and centred in the width
+    (see the module docstring).
+    """
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown alignment template {name!r}; choose one of {sorted(TEMPLATES)} "
+                         "(or alignment='none' for a plain centre crop)")
+    height, width = _size(input_size)
+    ref_h, ref_w = ARCFACE_TEMPLATE_SIZE
+    scale = height / ref_h
+    # Scale continuous coordinates (index + 0.5) so the crop's edges, not pixel centres, scale.
+    points = (TEMPLATES[name] + 0.5) * scale - 0.5
+    points[:, 0] += (width - ref_w * scale) / 2.0
+    return points
+
+
+def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` onto ``dst``.
+
+    Umeyama's method without reflection. ``src`` and ``dst`` are ``(N, 2)`` with N >= 2. Returns
+    the ``2×3`` matrix ``M`` with ``dst ≈ M @ [x, y, 1]``. Raises ValueError for NaN/inf,
+    mismatched shapes, or fewer than two distinct points on either side.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.ndim != 2 or src.shape[1] != 2 or src.shape != dst.shape:
+        raise ValueError(f"src and dst must both be (N, 2) arrays of matching shape, got {src.shape} and {dst.shape}")
+    if src.shape[0] < 2:
+        raise ValueError(f"a similarity transform needs at least 2 point pairs, got {src.shape[0]}")
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("src and dst must be finite; got NaN or inf (a failed detection?)")
+    count = src.shape[0]
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_centred, dst_centred = src - src_mean, dst - dst_mean
+    src_var = (src_centred ** 2).sum() / count
+    dst_var = (dst_centred ** 2).sum() / count
+    # Relative tolerance: points within ~1e-6 of the spread of coordinates count as identical.
+    tiny = 1e-12 * max(1.0, float(np.abs(src).max()), float(np.abs(dst).max())) ** 2
+    if src_var <= tiny or dst_var <= tiny:
+        raise ValueError("src and dst need at least 2 distinct points each; all points coincide")
+    covariance = dst_centred.T @ src_centred / count
+    u, singular, vt = np.linalg.svd(covariance)
+    signs = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        signs[-1] = -1.0  # the best orthogonal map is a reflection: take the best rotation instead
+    rotation = u @ np.diag(signs) @ vt
+    scale = float((singular * signs).sum() / src_var)
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def warp_affine(rgb: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """Warp ``rgb`` by the ``2×3`` source-to-destination ``matrix`` into ``output_size = (h, w)``.
+
+    Bilinear, black outside the source. Pixel-index coordinates (see the module docstring).
+    """
+    rgb = _rgb(rgb)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3) or not np.isfinite(matrix).all():
+        raise ValueError(f"matrix must be a finite 2x3 affine matrix, got shape {matrix.shape}")
+    height, width = _size(output_size)
+    forward = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    if abs(np.linalg.det(forward[:2, :2])) < 1e-12:
+        raise ValueError("matrix is singular (zero scale); it cannot be inverted for warping")
+    inverse = np.linalg.inv(forward)
+    # Pillow maps each output pixel's continuous centre (index + 0.5) to continuous source
+    # coordinates; shift the index-space inverse into that convention.
+    shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    unshift = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+    coefficients = (shift @ inverse @ unshift)[:2].ravel()
+    image = Image.fromarray(rgb).transform((width, height), Image.Transform.AFFINE, tuple(coefficients),
+                                           resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    return np.asarray(image)
+
+
+def alignment_matrix(keypoints: np.ndarray, input_size: tuple[int, int], template: str = "arcface") -> np.ndarray:
+    """The ``2×3`` matrix taking detector keypoints (continuous image coordinates, BlazeFace order)
+    to the template at ``input_size``, in pixel-index coordinates."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 2 or keypoints.shape[0] < len(ALIGNMENT_KEYPOINTS):
+        raise ValueError(f"keypoints must be (6, 2) in BlazeFace order (right eye, left eye, nose tip, mouth "
+                         f"centre, ...), got shape {keypoints.shape}")
+    src = keypoints[list(ALIGNMENT_KEYPOINTS)] - 0.5  # continuous -> pixel-index coordinates
+    return estimate_similarity(src, template_points(template, input_size))
+
+
+def align_face(rgb: np.ndarray, keypoints: np.ndarray, input_size: tuple[int, int],
+               template: str = "arcface") -> np.ndarray:
+    """Crop of ``input_size = (h, w)`` with the face's eyes, nose and mouth on the template.
+
+    ``keypoints`` are a :class:`~edgeface_runtime._detector.Face`'s (6×2, continuous image
+    coordinates); ``template="none"`` falls back to :func:`center_crop`.
+    """
+    if template == "none":
+        return center_crop(rgb, input_size)
+    return warp_affine(rgb, alignment_matrix(keypoints, input_size, template), input_size)
+
+
+def center_crop(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """The largest centred crop with ``input_size``'s aspect ratio, resized to ``input_size = (h, w)``.
+
+    For images that already are face crops (``alignment="none"``); a square size gives a centre square.
+    """
+    rgb = _rgb(rgb)
+    height, width = _size(input_size)
+    src_h, src_w = rgb.shape[:2]
+    crop_w = min(src_w, max(1, round(src_h * width / height)))
+    crop_h = min(src_h, max(1, round(crop_w * height / width)))
+    left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+    # Crop first: resize(box=...) would blend in pixels from outside the box at its edges.
+    resized = Image.fromarray(rgb).crop((left, top, left + crop_w, top + crop_h)).resize(
+        (width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+def _rgb(rgb: np.ndarray) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        got = f"shape {rgb.shape}, dtype {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"expected an H×W×3 uint8 RGB array, got {got}; convert with "
+                         "np.asarray(PIL.Image.open(path).convert('RGB'))")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError(f"expected a non-empty image, got shape {rgb.shape}")
+    return np.ascontiguousarray(rgb)
+
+
+def _size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive (height, width), got {size!r}")
+    return height, width

@@ -1,0 +1,430 @@
+"""Face detection with MediaPipe's BlazeFace models (short- and full-range), numpy only.
+
+The pipeline follows MediaPipe's ``face_detection.pbtxt`` graph: letterbox the frame into the
+model's square input (aspect ratio kept, black borders), scale pixels to [-1, 1], decode the
+box and keypoint regressors against SSD anchors, sigmoid the scores, merge overlapping
+candidates with MediaPipe's *weighted* non-maximum suppression, and map the result back
+through the letterbox to image pixels.
+
+Coordinates of a :class:`Face` are continuous image coordinates: ``x`` runs from 0 (left edge
+of the first pixel column) to ``width`` (right edge of the last), so the centre of pixel
+column ``i`` is ``i + 0.5``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ._errors import ModelError
+from ._interpreter import Engine
+
+logger = logging.getLogger(__name__)
+
+KEYPOINT_NAMES = (
+    "right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion",
+)
+"""Order of :attr:`Face.keypoints`. "Right" is the subject's right: image-left in a non-mirrored photo."""
+
+
+@dataclass(frozen=True)
+class AnchorOptions:
+    """MediaPipe ``SsdAnchorsCalculatorOptions`` (only the fields these models use)."""
+
+    num_layers: int
+    strides: tuple[int, ...]
+    min_scale: float = 0.1484375
+    max_scale: float = 0.75
+    anchor_offset_x: float = 0.5
+    anchor_offset_y: float = 0.5
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    fixed_anchor_size: bool = True
+    interpolated_scale_aspect_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """MediaPipe ``TensorsToDetectionsCalculatorOptions`` plus the NMS threshold of the graph."""
+
+    num_boxes: int
+    x_scale: float
+    y_scale: float
+    w_scale: float
+    h_scale: float
+    min_score_thresh: float
+    num_keypoints: int = 6
+    score_clipping_thresh: float = 100.0
+    min_suppression_threshold: float = 0.3  # IoU above which candidates are merged (WEIGHTED NMS)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """One BlazeFace variant: where to get it and how to decode it."""
+
+    name: str
+    filename: str
+    input_size: tuple[int, int]  # (height, width) of the model input
+    anchors: AnchorOptions
+    decode: DecodeOptions
+    sha256: str
+    url: str
+    description: str
+
+
+# Options from mediapipe/modules/face_detection/face_detection_{short,full}_range.pbtxt and the
+# shared face_detection.pbtxt they instantiate; checksums from ../shared/README.md.
+DETECTORS: dict[str, DetectorSpec] = {
+    "short": DetectorSpec(
+        name="short",
+        filename="face_detection_short_range.tflite",
+        input_size=(128, 128),
+        anchors=AnchorOptions(num_layers=4, strides=(8, 16, 16, 16), interpolated_scale_aspect_ratio=1.0),
+        decode=DecodeOptions(num_boxes=896, x_scale=128.0, y_scale=128.0, w_scale=128.0, h_scale=128.0,
+                             min_score_thresh=0.5),
+        sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        url="https://storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite",
+        description="faces within about 2 m of the camera (kiosks, doors)",
+    ),
+    "full": DetectorSpec(
+        name="full",
+        filename="face_detection_full_range.tflite",
+        input_size=(192, 192),
+        anchors=AnchorOptions(num_layers=1, strides=(4,), interpolated_scale_aspect_ratio=0.0),
+        decode=DecodeOptions(num_boxes=2304, x_scale=192.0, y_scale=192.0, w_scale=192.0, h_scale=192.0,
+                             min_score_thresh=0.6),
+        sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        url="https://storage.googleapis.com/mediapipe-assets/face_detection_full_range.tflite",
+        description="faces up to about 5 m from the camera",
+    ),
+}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing/hashing a numpy field would raise
+class Face:
+    """One detected face, in image pixel coordinates (see the module docstring)."""
+
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1), clipped to the image
+    score: float
+    keypoints: np.ndarray  # (6, 2) x, y in KEYPOINT_NAMES order; not clipped (ears may lie outside)
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchors
+
+
+def _anchor_scale(min_scale: float, max_scale: float, index: int, count: int) -> float:
+    if count == 1:
+        return (min_scale + max_scale) * 0.5
+    return min_scale + (max_scale - min_scale) * index / (count - 1.0)
+
+
+def generate_anchors(options: AnchorOptions, input_size: tuple[int, int]) -> np.ndarray:
+    """SSD anchors as MediaPipe's SsdAnchorsCalculator makes them: ``(N, 4)`` float32 of
+    ``(x_center, y_center, width, height)``, normalised to the model input.
+
+    Consecutive layers with the same stride share one feature map; each cell of that map gets
+    one anchor per (layer, aspect ratio), plus one interpolated-scale anchor per layer when
+    ``interpolated_scale_aspect_ratio > 0``, in that order (the model's output order).
+    """
+    height, width = input_size
+    strides = options.strides
+    if options.num_layers != len(strides):
+        raise ValueError(f"num_layers ({options.num_layers}) must equal the number of strides ({len(strides)})")
+    blocks = []
+    layer = 0
+    while layer < len(strides):
+        sizes = []  # (w, h) of every anchor in one cell of this feature map
+        last = layer
+        while last < len(strides) and strides[last] == strides[layer]:
+            scale = _anchor_scale(options.min_scale, options.max_scale, last, len(strides))
+            for ratio in options.aspect_ratios:
+                sizes.append((scale * math.sqrt(ratio), scale / math.sqrt(ratio)))
+            if options.interpolated_scale_aspect_ratio > 0.0:
+                next_scale = 1.0 if last == len(strides) - 1 else _anchor_scale(
+                    options.min_scale, options.max_scale, last + 1, len(strides))
+                ratio = options.interpolated_scale_aspect_ratio
+                mean_scale = math.sqrt(scale * next_scale)
+                sizes.append((mean_scale * math.sqrt(ratio), mean_scale / math.sqrt(ratio)))
+            last += 1
+        stride = strides[layer]
+        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
+        ys, xs = np.meshgrid((np.arange(rows) + options.anchor_offset_y) / rows,
+                             (np.arange(cols) + options.anchor_offset_x) / cols, indexing="ij")
+        centres = np.repeat(np.stack([xs.ravel(), ys.ravel()], axis=1), len(sizes), axis=0)
+        wh = np.ones((len(centres), 2)) if options.fixed_anchor_size else np.tile(np.array(sizes), (rows * cols, 1))
+        blocks.append(np.concatenate([centres, wh], axis=1))
+        layer = last
+    return np.concatenate(blocks, axis=0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and NMS (all in normalised model-input coordinates)
+
+
+def decode_detections(regressors: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray,
+                      options: DecodeOptions, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Turn raw model outputs into candidate detections above ``min_score``.
+
+    Returns ``boxes (M, 4)`` as normalised (xmin, ymin, xmax, ymax), ``keypoints (M, K, 2)`` and
+    ``scores (M,)``. The regressors are (x, y, w, h, then K keypoint x, y) in input pixels,
+    relative to the anchor centre (MediaPipe's ``reverse_output_order: true`` layout).
+    """
+    regressors = regressors.reshape(-1, regressors.shape[-1])
+    # float64: exp(100) (the clipping bound) overflows float32.
+    logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -options.score_clipping_thresh,
+                     options.score_clipping_thresh)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    keep = np.flatnonzero(scores >= min_score)  # decode only the few that can survive
+    raw, anchor, scores = regressors[keep].astype(np.float64), anchors[keep].astype(np.float64), scores[keep]
+    anchor_xy, anchor_wh = anchor[:, None, 0:2], anchor[:, None, 2:4]
+    scale_xy = np.array([options.x_scale, options.y_scale])
+    centre = raw[:, None, 0:2] / scale_xy * anchor_wh + anchor_xy
+    size = raw[:, None, 2:4] / np.array([options.w_scale, options.h_scale]) * anchor_wh
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=2)[:, 0, :]
+    n_kp = options.num_keypoints
+    keypoints = raw[:, 4:4 + 2 * n_kp].reshape(-1, n_kp, 2) / scale_xy * anchor_wh + anchor_xy
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # MediaPipe drops inverted boxes
+    return boxes[valid], keypoints[valid], scores[valid]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (xmin, ymin, xmax, ymax) box with each of ``boxes`` (0 where they do not overlap)."""
+    inter_w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
+    inter_h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
+    inter = inter_w * inter_h
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                 iou_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MediaPipe's WEIGHTED non-maximum suppression.
+
+    Repeatedly takes the best-scoring remaining candidate, gathers every remaining candidate
+    whose IoU with it exceeds ``iou_threshold`` (itself included), and replaces the cluster by
+    the score-weighted mean of its boxes and keypoints, keeping the best score. Loops once per
+    output face, not per candidate.
+    """
+    order = np.argsort(-scores, kind="stable")
+    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
+    remaining = np.arange(len(scores))
+    out_boxes, out_keypoints, out_scores = [], [], []
+    while remaining.size:
+        best = remaining[0]
+        in_cluster = _iou(boxes[best], boxes[remaining]) > iou_threshold
+        in_cluster[0] = True  # a degenerate (zero-area) best box still forms its own cluster
+        cluster = remaining[in_cluster]
+        weights = scores[cluster] / scores[cluster].sum()
+        out_boxes.append(weights @ boxes[cluster])
+        out_keypoints.append(np.tensordot(weights, keypoints[cluster], axes=1))
+        out_scores.append(scores[best])
+        remaining = remaining[~in_cluster]
+    if not out_scores:
+        return np.zeros((0, 4)), np.zeros((0,) + keypoints.shape[1:]), np.zeros((0,))
+    return np.array(out_boxes), np.array(out_keypoints), np.array(out_scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# The detector
+
+
+class FaceDetector:
+    """Detects faces in RGB frames with a BlazeFace ``.tflite`` model.
+
+    Build it with :meth:`from_path` (a local file) or :meth:`default` (the official file,
+    downloaded once into the cache). Anchors are computed once here; :meth:`detect` is
+    vectorised and safe to call from several threads (the engine serialises inference).
+    """
+
+    def __init__(self, model: bytes, variant: Optional[str] = None, *, min_score: Optional[float] = None,
+                 num_threads: Optional[int] = 1, interpreter: Optional[str] = None,
+                 description: str = "face detector") -> None:
+        self._engine = Engine(model, num_threads=num_threads, interpreter=interpreter, description=description)
+        try:
+            self._setup(variant, min_score, description)
+        except Exception:
+            self._engine.close()
+            raise
+
+    def _setup(self, variant: Optional[str], min_score: Optional[float], description: str) -> None:
+        inputs, outputs = self._engine.input_details, self._engine.output_details
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 4 or inputs[0]["shape"][3] != 3:
+            raise ModelError(f"{description} is not a BlazeFace model: expected one NHWC RGB input, "
+                             f"got {[tuple(d['shape']) for d in inputs]}")
+        if inputs[0]["dtype"] != np.float32:
+            raise ModelError(f"{description}: only float32-input BlazeFace models are supported, "
+                             f"got {np.dtype(inputs[0]['dtype']).name}")
+        input_size = (int(inputs[0]["shape"][1]), int(inputs[0]["shape"][2]))
+        if variant is None:
+            matches = [name for name, spec in DETECTORS.items() if spec.input_size == input_size]
+            if not matches:
+                raise ModelError(f"{description} has input size {input_size}, which matches no known BlazeFace "
+                                 f"variant {({n: s.input_size for n, s in DETECTORS.items()})}; pass variant=")
+            variant = matches[0]
+        if variant not in DETECTORS:
+            raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
+        spec = DETECTORS[variant]
+        if spec.input_size != input_size:
+            raise ModelError(f"{description} takes {input_size[0]}x{input_size[1]} input, but the {variant!r} "
+                             f"detector takes {spec.input_size[0]}x{spec.input_size[1]}; pass the matching variant")
+        self.spec = spec
+        self.input_size = input_size
+        self.min_score = spec.decode.min_score_thresh if min_score is None else float(min_score)
+        if not 0.0 < self.min_score < 1.0:
+            raise ValueError(f"min_score must be in (0, 1), got {min_score!r}")
+        self.anchors = generate_anchors(spec.anchors, input_size)
+        # Which output is which: by shape (the files name and order them differently).
+        coords = 4 + 2 * spec.decode.num_keypoints
+        by_width = {int(d["shape"][-1]): d["index"] for d in outputs}
+        counts = {int(np.prod(d["shape"][:-1])) for d in outputs}
+        if len(outputs) != 2 or set(by_width) != {coords, 1} or counts != {len(self.anchors)}:
+            raise ModelError(
+                f"{description} outputs {[tuple(d['shape']) for d in outputs]}; the {variant!r} BlazeFace detector "
+                f"should output regressors (1, {len(self.anchors)}, {coords}) and scores (1, {len(self.anchors)}, 1)")
+        order = [d["index"] for d in outputs]
+        self._regressor_slot, self._score_slot = order.index(by_width[coords]), order.index(by_width[1])
+
+    @classmethod
+    def from_path(cls, path: Union[str, PathLike], variant: Optional[str] = None, *,
+                  min_score: Optional[float] = None, num_threads: Optional[int] = 1,
+                  interpreter: Optional[str] = None) -> "FaceDetector":
+        """Load a BlazeFace ``.tflite``; ``variant`` ("short"/"full") is inferred from its input size when None."""
+        path = Path(path)
+        try:
+            model = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"face detector file not found: {path}; pass the path of face_detection_short_range"
+                             ".tflite or face_detection_full_range.tflite, or use FaceDetector.default()") from None
+        except OSError as exc:
+            raise ModelError(f"cannot read face detector {path}: {exc}") from exc
+        return cls(model, variant, min_score=min_score, num_threads=num_threads, interpreter=interpreter,
+                   description=f"face detector {path.name}")
+
+    @classmethod
+    def default(cls, variant: str = "short", *, min_score: Optional[float] = None,
+                num_threads: Optional[int] = 1, interpreter: Optional[str] = None) -> "FaceDetector":
+        """The official MediaPipe model for ``variant``, from the cache or downloaded (checksum-verified)."""
+        from ._download import default_detector_path
+
+        return cls.from_path(default_detector_path(variant), variant, min_score=min_score,
+                             num_threads=num_threads, interpreter=interpreter)
+
+    @property
+    def variant(self) -> str:
+        return self.spec.name
+
+    def _letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+        """The model input, and (scale_x, scale_y, pad_x, pad_y) mapping image to input pixels."""
+        height, width = rgb.shape[:2]
+        in_h, in_w = self.input_size
+        scale = min(in_w / width, in_h / height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        pad_x, pad_y = (in_w - new_w) // 2, (in_h - new_h) // 2
+        image = Image.fromarray(rgb)
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        # Black border (-1 after scaling): MediaPipe's BORDER_ZERO pads pixels before normalising.
+        # A fresh buffer per call keeps detect() safe to call from several threads.
+        tensor = np.full((1, in_h, in_w, 3), -1.0, dtype=np.float32)
+        tensor[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = np.asarray(image, dtype=np.float32) * (2.0 / 255.0) - 1.0
+        return tensor, (new_w / width, new_h / height, float(pad_x), float(pad_y))
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an ``H×W×3`` uint8 RGB image, largest first (empty list when there are none)."""
+        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            got = (f"shape {rgb.shape}, dtype {rgb.dtype}" if isinstance(rgb, np.ndarray) else type(rgb).__name__)
+            raise ValueError(f"detect() takes an H×W×3 uint8 RGB array, got {got}; convert with "
+                             "np.asarray(PIL.Image.open(path).convert('RGB'))")
+        height, width = rgb.shape[:2]
+        if height == 0 or width == 0:
+            raise ValueError(f"detect() got an empty image of shape {rgb.shape}")
+        tensor, (scale_x, scale_y, pad_x, pad_y) = self._letterbox(np.ascontiguousarray(rgb))
+        outputs = self._engine.run(tensor)
+        boxes, keypoints, scores = decode_detections(
+            outputs[self._regressor_slot], outputs[self._score_slot], self.anchors, self.spec.decode, self.min_score)
+        boxes, keypoints, scores = weighted_nms(boxes, keypoints, scores, self.spec.decode.min_suppression_threshold)
+        # Normalised model input -> input pixels -> image pixels (undo the letterbox).
+        in_h, in_w = self.input_size
+        to_image = np.array([in_w / scale_x, in_h / scale_y])
+        offset = np.array([pad_x / scale_x, pad_y / scale_y])
+        boxes = (boxes.reshape(-1, 2, 2) * to_image - offset).reshape(-1, 4)
+        keypoints = keypoints * to_image - offset
+        boxes = np.clip(boxes, 0.0, [width, height, width, height])
+        faces = []
+        for box, points, score in zip(boxes, keypoints, scores):
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue  # lay entirely in the letterbox border
+            points = points.astype(np.float32)
+            points.setflags(write=False)
+            faces.append(Face(box=tuple(float(v) for v in box), score=float(score), keypoints=points))
+        faces.sort(key=lambda face: face.area, reverse=True)
+        return faces
+
+    def close(self) -> None:
+        self._engine.close()
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FaceDetector(variant={self.variant!r}, input_size={self.input_size}, min_score={self.min_score})"
+
+
+def download_detector(variant: str = "short", *,
+                      progress: Optional[Callable[[int, Optional[int]], None]] = None) -> Path:
+    """Fetch the official file for ``variant`` into the cache (a no-op when already there); its path.
+
+    The one place, with :meth:`FaceDetector.default`, that may use the network.
+    """
+    from ._download import default_detector_path
+
+    return default_detector_path(variant, progress=progress)
+
+
+def resolve_detector_path(path: Union[str, PathLike, None] = None, variant: str = "short") -> Path:
+    """``path`` itself, or with None the official ``variant`` file already in the cache (no download).
+
+    Raises :class:`ModelError` saying how to fetch it when it is not cached.
+    """
+    if path is not None:
+        return Path(path)
+    if variant not in DETECTORS:
+        raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
+    from ._download import default_cache_dir, find_cached
+
+    spec = DETECTORS[variant]
+    cached = find_cached(spec.filename, spec.sha256)
+    if cached is None:
+        raise ModelError(
+            f"no face detector given, and the official {variant!r} model ({spec.filename}) is not in the cache "
+            f"{default_cache_dir()}; fetch it once with `edgeface download-detector --variant {variant}` or "
+            f"edgeface_runtime.download_detector({variant!r}) (needs network), or pass a detector path")
+    return cached
+
+
+def largest_face(faces: Sequence[Face]) -> Optional[Face]:
+    """The face with the largest box, or None."""
+    return max(faces, key=lambda face: face.area, default=None)
