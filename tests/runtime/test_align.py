@@ -167,3 +167,15 @@ def test_center_crop():
     assert center_crop(portrait, (16, 16)).min() == 90
     with pytest.raises(ValueError, match="uint8 RGB"):
         center_crop(np.zeros((10, 10), dtype=np.uint8), (8, 8))
+
+
+def test_weighted_fit_with_zero_weights_matches_the_weighted_points_exactly():
+    from edgeface_runtime._align import estimate_similarity
+
+    src = np.array([[10.0, 10.0], [30.0, 12.0], [20.0, 25.0], [21.0, 35.0]])
+    dst = np.array([[38.0, 51.0], [73.0, 51.0], [50.0, 80.0], [60.0, 90.0]])
+    matrix = estimate_similarity(src, dst, weights=[1, 1, 0, 0])
+    moved = src[:2] @ matrix[:, :2].T + matrix[:, 2]
+    np.testing.assert_allclose(moved, dst[:2], atol=1e-9)
+    with pytest.raises(ValueError, match="weights"):
+        estimate_similarity(src, dst, weights=[1, -1, 0, 0])

@@ -276,13 +276,10 @@ def test_keypoint_order_is_subject_right_first(lfw_short_detections):
 
 @pytest.mark.lfw
 def test_alignment_on_lfw_faces(lfw_short_detections):
-    """Detected eyes after the 4-point least-squares alignment, against the template's eyes.
+    """Detected eyes after alignment lie within 2 px of the template's eyes (112x112).
 
-    Measured on the 509-image sample (2,647-image sample in brackets): median 2.1 (2.0) px,
-    90th percentile 4.9 (4.7), 99th 8.2 (8.3), max 13.4 (15.1); 45 % (50 %) within 2 px. The
-    spread is pose (yaw moves the nose relative to the eyes), not bias: the mean residual is
-    under 0.6 px per eye coordinate. An eyes-only fit would put the eyes exactly on the template
-    but scatter nose and mouth by 4-7 px (s.d.).
+    With the eye-anchored weights (see _align.TEMPLATE_WEIGHTS), measured on 500 LFW faces:
+    99.2 % within 2 px, median 0.4 px. (An equal-weight 4-point fit gave 46 %, median 2.1 px.)
     """
     target = template_points("arcface", (112, 112))[:2]
     errors, residuals = [], []
@@ -298,9 +295,7 @@ def test_alignment_on_lfw_faces(lfw_short_detections):
     percentiles = np.percentile(errors, [50, 90, 95, 99, 100])
     logger.info("eye error after alignment (px) p50/p90/p95/p99/max: %s; within 2 px: %.1f %%",
                 np.round(percentiles, 2), 100 * np.mean(errors <= 2.0))
-    assert percentiles[0] <= 3.0
-    assert percentiles[3] <= 11.0
-    assert np.mean(errors <= 12.0) >= 0.99
+    assert np.mean(errors <= 2.0) >= 0.99
     assert np.all(np.abs(np.mean(residuals, axis=0)) < 1.5)  # no systematic offset
 
 
