@@ -1,0 +1,27 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeface_runtime import cli
+from edgeface_runtime._bench import format_bench, run_bench
+
+
+@pytest.mark.lfw
+def test_bench_reports_every_stage_for_jpegs_and_frames(lfw_dir, detector_models_dir, fixtures_dir):
+    images = lfw_dir / "lfw-deepfunneled" / "George_W_Bush"
+    result = run_bench(fixtures_dir / "tiny_float32.tflite", images,
+                       detector_path=detector_models_dir / "face_detection_short_range.tflite",
+                       count=6, gallery_sizes=[100], warmup=2)
+    run = result["runs"]["1_thread"]
+    for kind in ("jpeg", "frame_640x480"):
+        assert set(run[kind]["stages"]) == {"decode", "detect", "align", "embed", "match", "total"}
+        assert run[kind]["stages"]["total"]["n"] + run[kind]["no_face"] == 6
+    assert result["identify"]["100"]["median_ms"] > 0 and result["peak_rss_mb"] > 0
+    assert "identify vs 100 people" in format_bench(result)
+
+
+def test_bench_refuses_a_folder_without_images(tmp_path, fixtures_dir):
+    result = CliRunner().invoke(cli.app, ["bench", "-m", str(fixtures_dir / "tiny_float32.tflite"),
+                                          "--images", str(tmp_path)])
+    assert result.exit_code == 2 and "JPEG images" in result.output
