@@ -1,0 +1,790 @@
+#!/usr/bin/env python3
+"""Door access with edgeface-runtime: open a door for an enrolled person seen in N of the last M frames.
+
+    python door_access.py --config door.toml enroll   # people/<name>/*.jpg -> gallery
+    python door_access.py --config door.toml run      # frames -> decisions -> door action + access log
+
+Needs only ``edgeface_runtime`` and the standard library; OpenCV (``cv2``) only for camera and
+video sources. The parts are separate so that each can be tested and reused on its own:
+
+* :class:`DoorController` - the decision logic, pure (no I/O, no clock): per-frame identities in,
+  ``open`` / ``deny`` / nothing out;
+* :func:`open_source` - frames from a camera, a video file or a folder of images;
+* :class:`AccessLog` - one JSON line per decision;
+* door actions - any callable taking a :class:`Decision` (log, run a command, a GPIO relay);
+* :func:`run_door` and :func:`enroll_people` - the two loops; :func:`main` - the command line.
+
+Written for Python >= 3.9 (32-bit Raspberry Pi OS ships 3.9; there, ``pip install tomli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+logger = logging.getLogger("door_access")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".gif")
+OPEN, DENY = "open", "deny"
+# Exit codes of main(): 2 means "fix the configuration"; restarting cannot help, so the systemd
+# unit lists it in RestartPreventExitStatus. 1 is a failure a restart may cure (camera unplugged).
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid (exit code 2)."""
+
+
+class SourceError(RuntimeError):
+    """A frame source cannot be opened or stopped delivering frames (exit code 1)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Decisions
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller decided on one frame.
+
+    ``person`` is the enrolled name for ``open`` and None (an unknown face) for ``deny``;
+    ``score`` is the deciding frame's best cosine score; ``closest`` is the best-scoring enrolled
+    person of a denied face (below the threshold), which is what threshold tuning needs.
+    """
+
+    action: str
+    person: Optional[str]
+    score: Optional[float]
+    threshold: float
+    far: Optional[float]
+    hits: int
+    window: int
+    closest: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class _Vote:
+    face: bool  # False: no face in the frame
+    person: Optional[str]  # the accepted match, None for an unknown face
+
+
+class DoorController:
+    """N-of-M voting with a cooldown. Feed it one identification result per frame.
+
+    * ``open`` when one enrolled person passed the threshold in ``required_hits`` of the last
+      ``window`` frames. Hits of different people never add up, a frame without a face counts
+      as a miss, and an unknown face never opens. After an open the votes start afresh, and no
+      further open happens for ``cooldown_seconds``.
+    * ``deny`` when an unknown face was seen in ``required_hits`` of the last ``window`` frames
+      (someone is at the door and is not recognised); at most once per ``cooldown_seconds``.
+    * None otherwise.
+
+    Timestamps are seconds on any monotonic clock; the controller never reads a clock itself.
+    """
+
+    def __init__(self, required_hits: int = 3, window: int = 5, cooldown_seconds: float = 5.0) -> None:
+        if not _is_int(required_hits) or required_hits < 1:
+            raise ValueError(f"required_hits must be an integer >= 1, got {required_hits!r}")
+        if not _is_int(window) or window < required_hits:
+            raise ValueError(f"window must be an integer >= required_hits ({required_hits}), got {window!r}")
+        if not _is_number(cooldown_seconds) or cooldown_seconds < 0:
+            raise ValueError(f"cooldown_seconds must be a number >= 0, got {cooldown_seconds!r}")
+        self.required_hits = int(required_hits)
+        self.window = int(window)
+        self.cooldown_seconds = float(cooldown_seconds)
+        self._votes: deque = deque(maxlen=self.window)
+        self._last_open: Optional[float] = None
+        self._last_deny: Optional[float] = None
+
+    def reset(self) -> None:
+        """Forget the votes and cooldowns (e.g. after the camera was reconnected)."""
+        self._votes.clear()
+        self._last_open = self._last_deny = None
+
+    def update(self, timestamp: float, identity: Any) -> Optional[Decision]:
+        """One frame: ``identity`` is the frame's ``IdentifyResult`` (``FaceResult.identity``), or
+        None when the frame had no face. Returns a :class:`Decision` or None."""
+        if identity is None:
+            self._votes.append(_Vote(face=False, person=None))
+            return None
+        best = identity.best
+        top = identity.matches[0] if identity.matches else None
+        if best is not None:
+            self._votes.append(_Vote(face=True, person=best.name))
+            hits = sum(1 for vote in self._votes if vote.person == best.name)
+            if hits < self.required_hits or self._cooling(self._last_open, timestamp):
+                return None
+            self._last_open = timestamp
+            self._votes.clear()  # the next open needs fresh evidence
+            return Decision(OPEN, best.name, best.score, identity.threshold, identity.far, hits, self.window)
+        self._votes.append(_Vote(face=True, person=None))
+        unknown = sum(1 for vote in self._votes if vote.face and vote.person is None)
+        if unknown < self.required_hits or self._cooling(self._last_deny, timestamp):
+            return None
+        self._last_deny = timestamp
+        return Decision(DENY, None, top.score if top else None, identity.threshold, identity.far, unknown,
+                        self.window, closest=top.name if top else None)
+
+    def _cooling(self, last: Optional[float], now: float) -> bool:
+        return last is not None and now - last < self.cooldown_seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+_REQUIRED = object()
+# section -> key -> (accepted types, default). Paths are resolved against the config file's folder.
+_SCHEMA: dict = {
+    "model": {"path": (str, _REQUIRED), "threshold": (float, None), "far": (float, None),
+              "num_threads": (int, 1), "interpreter": (str, None)},
+    "detector": {"enabled": (bool, True), "path": (str, None), "variant": (str, "short"), "min_score": (float, None)},
+    "gallery": {"path": (str, _REQUIRED), "people": (str, None)},
+    "decision": {"required_hits": (int, 3), "window": (int, 5), "cooldown_seconds": (float, 5.0)},
+    "source": {"input": (str, _REQUIRED), "max_fps": (float, 0.0)},
+    "log": {"path": (str, "access.jsonl")},
+    "action": {"type": (str, "log"), "command": (list, None), "timeout_seconds": (float, 10.0),
+               "callable": (str, None)},
+}
+_ACTION_TYPES = ("log", "command", "python")
+_DETECTOR_VARIANTS = ("short", "full")
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    """A validated configuration; build it with :func:`load_config` or :func:`parse_config`."""
+
+    model_path: Path
+    gallery_path: Path
+    source: str  # "camera:0", or the absolute path of a folder or a video file
+    threshold: Optional[float] = None
+    far: Optional[float] = None
+    num_threads: int = 1
+    interpreter: Optional[str] = None
+    detect: bool = True
+    detector_path: Optional[Path] = None
+    detector_variant: str = "short"
+    min_face_score: Optional[float] = None
+    people_dir: Optional[Path] = None
+    required_hits: int = 3
+    window: int = 5
+    cooldown_seconds: float = 5.0
+    max_fps: float = 0.0  # 0: as fast as frames come
+    log_path: Path = Path("access.jsonl")
+    action: str = "log"
+    command: tuple = ()
+    command_timeout: float = 10.0
+    action_callable: Optional[str] = None
+    base_dir: Path = field(default=Path("."), compare=False)
+
+
+def load_config(path: os.PathLike | str) -> DoorConfig:
+    """Read and validate a TOML configuration file. Raises :class:`ConfigError` saying what to fix."""
+    path = Path(path)
+    toml = _toml_module()
+    try:
+        with open(path, "rb") as file:
+            data = toml.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} not found; start from door.example.toml beside "
+                          "door_access.py") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
+    except toml.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return parse_config(data, base_dir=path.resolve().parent, origin=str(path))
+
+
+def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str = "configuration") -> DoorConfig:
+    """Validate a parsed configuration (a dict as TOML gives it); report every problem at once."""
+    base_dir = Path(base_dir)
+    problems: list = []
+    values: dict = {}
+    for section in data:
+        if section not in _SCHEMA:
+            problems.append(f"unknown section [{section}]{_suggest(section, _SCHEMA)}; "
+                            f"sections are {', '.join('[' + s + ']' for s in _SCHEMA)}")
+    for section, keys in _SCHEMA.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            problems.append(f"[{section}] must be a table, got {type(table).__name__} {table!r}")
+            table = {}
+        for key in table:
+            if key not in keys:
+                problems.append(f"unknown key {key!r} in [{section}]{_suggest(key, keys)}; "
+                                f"valid keys: {', '.join(keys)}")
+        for key, (kind, default) in keys.items():
+            if key not in table:
+                if default is _REQUIRED:
+                    problems.append(f"[{section}] {key} is required")
+                values[section, key] = None if default is _REQUIRED else default
+                continue
+            value = table[key]
+            if not _has_type(value, kind):
+                problems.append(f"[{section}] {key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
+                value = None if default is _REQUIRED else default
+            values[section, key] = float(value) if kind is float and value is not None else value
+
+    def get(section: str, key: str) -> Any:
+        return values[section, key]
+
+    def path_of(section: str, key: str) -> Optional[Path]:
+        value = get(section, key)
+        return None if value is None else (base_dir / Path(value).expanduser())
+
+    threshold, far = get("model", "threshold"), get("model", "far")
+    if threshold is not None and far is not None:
+        problems.append(f"[model] sets both threshold ({threshold}) and far ({far}); keep one: threshold is an "
+                        "explicit cosine score, far picks the model's threshold calibrated at that false-accept rate")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        problems.append(f"[model] threshold is a cosine similarity in [-1, 1], got {threshold}")
+    if far is not None and not 0.0 < far < 1.0:
+        problems.append(f"[model] far is a false-accept rate in (0, 1), e.g. 1e-3, got {far}")
+    if get("model", "num_threads") is not None and get("model", "num_threads") < 1:
+        problems.append(f"[model] num_threads must be >= 1, got {get('model', 'num_threads')}")
+    if get("detector", "variant") not in _DETECTOR_VARIANTS:
+        problems.append(f"[detector] variant must be one of {', '.join(_DETECTOR_VARIANTS)}, "
+                        f"got {get('detector', 'variant')!r}")
+    min_score = get("detector", "min_score")
+    if min_score is not None and not 0.0 < min_score < 1.0:
+        problems.append(f"[detector] min_score is a detection score in (0, 1), got {min_score}")
+    hits, window, cooldown = get("decision", "required_hits"), get("decision", "window"), get("decision", "cooldown_seconds")
+    if hits < 1:
+        problems.append(f"[decision] required_hits must be >= 1, got {hits}")
+    elif window < hits:
+        problems.append(f"[decision] window ({window}) must be >= required_hits ({hits}): the door opens when one "
+                        "person passes in required_hits of the last window frames")
+    if window > 1000:
+        problems.append(f"[decision] window is a number of frames, at most 1000, got {window}")
+    if cooldown < 0:
+        problems.append(f"[decision] cooldown_seconds must be >= 0, got {cooldown}")
+    if get("source", "max_fps") < 0:
+        problems.append(f"[source] max_fps must be >= 0 (0: no limit), got {get('source', 'max_fps')}")
+
+    source = get("source", "input")
+    if source is not None:
+        if source.startswith("camera:"):
+            if not source[len("camera:"):]:
+                problems.append("[source] input 'camera:' needs a camera: 'camera:0' (index) or 'camera:/dev/video0'")
+        elif not source.strip():
+            problems.append("[source] input is empty; give 'camera:0', a folder of images or a video file")
+        else:
+            source = str(base_dir / Path(source).expanduser())
+
+    action = get("action", "type")
+    command: tuple = ()
+    if action not in _ACTION_TYPES:
+        problems.append(f"[action] type must be one of {', '.join(_ACTION_TYPES)}, got {action!r}")
+    elif action == "command":
+        raw = get("action", "command")
+        if not raw or not all(isinstance(part, str) and part for part in raw):
+            problems.append(f"[action] type 'command' needs command = [\"program\", \"arg\", ...] (a list of "
+                            f"non-empty strings, run without a shell), got {raw!r}")
+        else:
+            command = tuple(raw)
+    elif action == "python":
+        target = get("action", "callable")
+        if not target or ":" not in target:
+            problems.append(f"[action] type 'python' needs callable = \"module:function\" (a module importable "
+                            f"from the config file's folder), got {target!r}")
+    if get("action", "timeout_seconds") <= 0:
+        problems.append(f"[action] timeout_seconds must be > 0, got {get('action', 'timeout_seconds')}")
+
+    if problems:
+        raise ConfigError(f"{origin}: " + ("\n  ".join(["invalid configuration:", *problems])
+                                           if len(problems) > 1 else problems[0]))
+    return DoorConfig(
+        model_path=path_of("model", "path"), gallery_path=path_of("gallery", "path"), source=source,
+        threshold=threshold, far=far, num_threads=get("model", "num_threads"), interpreter=get("model", "interpreter"),
+        detect=get("detector", "enabled"), detector_path=path_of("detector", "path"),
+        detector_variant=get("detector", "variant"), min_face_score=min_score, people_dir=path_of("gallery", "people"),
+        required_hits=hits, window=window, cooldown_seconds=cooldown, max_fps=get("source", "max_fps"),
+        log_path=path_of("log", "path"), action=action, command=command,
+        command_timeout=get("action", "timeout_seconds"), action_callable=get("action", "callable"),
+        base_dir=base_dir,
+    )
+
+
+def _toml_module() -> Any:
+    try:
+        import tomllib  # Python >= 3.11
+
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli  # the same parser, for Python < 3.11
+
+        return tomli
+    except ImportError:
+        raise ConfigError(f"reading the TOML configuration needs Python >= 3.11 (tomllib) or the tomli package; "
+                          f"this is Python {sys.version.split()[0]}: run `pip install tomli`") from None
+
+
+def _has_type(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):  # TOML booleans are not numbers here
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "a list"}.get(kind, kind.__name__)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Frame sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame: a path (folder source) or an H×W×3 uint8 array, and a label for the log."""
+
+    image: Any
+    label: str
+    color_order: str = "BGR"  # of numpy frames (OpenCV delivers BGR); files carry their own
+
+
+def open_source(spec: str) -> Iterator[Frame]:
+    """Frames from ``camera:N`` / ``camera:/dev/videoN`` (OpenCV), a folder of images (sorted by
+    name), or a video file (OpenCV). A generator: close it to release the camera."""
+    if spec.startswith("camera:"):
+        target = spec[len("camera:"):]
+        return _opencv_frames(int(target) if target.isdigit() else target, camera=True)
+    path = Path(spec)
+    if path.is_dir():
+        return folder_frames(path)
+    if path.is_file():
+        return _opencv_frames(str(path), camera=False)
+    raise SourceError(f"frame source {spec} does not exist; give 'camera:0', a folder of images or a video file")
+
+
+def image_files(folder: Path) -> list:
+    """The image files directly in ``folder``, sorted by name (hidden files skipped)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def folder_frames(folder: Path) -> Iterator[Frame]:
+    files = image_files(folder)
+    if not files:
+        logger.warning("no images (%s) in %s", ", ".join(IMAGE_SUFFIXES), folder)
+    for path in files:
+        yield Frame(str(path), path.name, color_order="RGB")
+
+
+def _import_cv2() -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise SourceError("camera and video sources need OpenCV, which is not installed: "
+                          "`pip install opencv-python-headless` (on Raspberry Pi OS also `sudo apt install "
+                          "python3-opencv`), or use a folder of images as [source] input") from None
+    return cv2
+
+
+def _opencv_frames(target: Any, *, camera: bool) -> Iterator[Frame]:
+    cv2 = _import_cv2()
+    capture = cv2.VideoCapture(target)
+    try:
+        if not capture.isOpened():
+            hint = ("is it connected, and is this user in the 'video' group?" if camera
+                    else "is it a video format this OpenCV build can decode?")
+            raise SourceError(f"cannot open {'camera' if camera else 'video file'} {target}: {hint}")
+        if camera:
+            # Keep at most one frame queued: when inference is slower than the camera, a deeper
+            # buffer hands out frames from seconds ago.
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        index, failures = 0, 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                if not camera:
+                    return  # end of the video
+                failures += 1
+                if failures >= 25:  # about a second of a 25 fps camera: it is gone, let systemd restart us
+                    raise SourceError(f"camera {target} stopped delivering frames (unplugged?)")
+                time.sleep(0.04)
+                continue
+            failures = 0
+            yield Frame(image, f"{'camera' if camera else Path(str(target)).name}#{index}", color_order="BGR")
+            index += 1
+    finally:
+        capture.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Access log and door actions
+# --------------------------------------------------------------------------------------------
+
+LOG_FIELDS = ("time", "decision", "person", "score", "threshold", "far", "model", "hits", "window", "frame")
+
+
+class AccessLog:
+    """Append-only JSON lines, one per decision. Each line is flushed and fsynced before
+    :meth:`write` returns: decisions are rare, and an access log that loses the last entries
+    on a power cut is no audit trail."""
+
+    def __init__(self, path: os.PathLike | str, model_fingerprint: str) -> None:
+        self.path = Path(path)
+        self.model_fingerprint = model_fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, decision: Decision, *, frame: Optional[str] = None, when: Optional[datetime] = None,
+              **extra: Any) -> dict:
+        """Append one decision; returns the record written."""
+        record = {
+            "time": (when or datetime.now().astimezone()).isoformat(timespec="milliseconds"),
+            "decision": decision.action,
+            "person": decision.person if decision.person is not None else "unknown",
+            "score": None if decision.score is None else round(float(decision.score), 4),
+            "threshold": round(float(decision.threshold), 4),
+            "far": decision.far,
+            "model": self.model_fingerprint,
+            "hits": decision.hits,
+            "window": decision.window,
+            "frame": frame,
+        }
+        if decision.closest is not None:
+            record["closest"] = decision.closest
+        record.update(extra)
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return record
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "AccessLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+DoorAction = Callable[[Decision], None]
+
+
+def log_open(decision: Decision) -> None:
+    """The default door action: no hardware, just say so."""
+    logger.info("OPEN for %s (score %.3f, %d of %d frames)", decision.person, decision.score or 0.0,
+                decision.hits, decision.window)
+
+
+class CommandAction:
+    """Run a program for every ``open`` (no shell). It gets EDGEFACE_PERSON and EDGEFACE_SCORE in
+    its environment. Keep it short: the frame loop waits for it (at most ``timeout`` seconds)."""
+
+    def __init__(self, command: Sequence[str], timeout: float = 10.0) -> None:
+        self.command = list(command)
+        self.timeout = timeout
+
+    def __call__(self, decision: Decision) -> None:
+        env = dict(os.environ, EDGEFACE_PERSON=decision.person or "", EDGEFACE_SCORE=f"{decision.score or 0.0:.4f}")
+        result = subprocess.run(self.command, env=env, timeout=self.timeout, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            output = result.stdout.decode(errors="replace").strip()[-500:]
+            raise RuntimeError(f"door command {self.command} exited with {result.returncode}: {output}")
+
+
+def make_action(config: DoorConfig) -> DoorAction:
+    """The door action the configuration names; import/lookup errors are ConfigErrors."""
+    if config.action == "log":
+        return log_open
+    if config.action == "command":
+        program = config.command[0]
+        candidate = config.base_dir / program if os.sep in program else None
+        if shutil.which(program) is None and not (candidate and os.access(candidate, os.X_OK)):
+            raise ConfigError(f"[action] command: program {program!r} not found or not executable")
+        command = list(config.command)
+        if candidate is not None and os.access(candidate, os.X_OK):
+            command[0] = str(candidate)
+        return CommandAction(command, config.command_timeout)
+    module_name, _, function_name = (config.action_callable or "").partition(":")
+    if str(config.base_dir) not in sys.path:
+        sys.path.insert(0, str(config.base_dir))  # so a gpio_relay.py beside door.toml is importable
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except Exception as exc:  # whatever the module raises on import (no gpiozero, pin busy) is a setup problem
+        raise ConfigError(f"[action] callable {config.action_callable!r} cannot be loaded: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if not callable(function):
+        raise ConfigError(f"[action] callable {config.action_callable!r} is a {type(function).__name__}, not a function")
+    return function
+
+
+# --------------------------------------------------------------------------------------------
+# The loops
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    opens: int = 0
+    denies: int = 0
+    bad_frames: int = 0
+    stopped_by_signal: bool = False
+
+
+def verifier_options(config: DoorConfig, **overrides: Any) -> Any:
+    from edgeface_runtime import VerifierOptions
+
+    options = dict(model_path=config.model_path, detector_path=config.detector_path,
+                   detector_variant=config.detector_variant, detect=config.detect,
+                   gallery_path=config.gallery_path, threshold=config.threshold, far=config.far,
+                   min_face_score=config.min_face_score, num_threads=config.num_threads,
+                   interpreter=config.interpreter)
+    options.update(overrides)
+    return VerifierOptions(**options)
+
+
+def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames: Optional[Iterator[Frame]] = None,
+             stop: Optional[threading.Event] = None, handle_signals: bool = True,
+             clock: Callable[[], float] = time.monotonic) -> RunSummary:
+    """Process frames until the source ends or ``stop`` is set (SIGINT/SIGTERM set it when
+    ``handle_signals``): the current frame is always finished, then everything is closed.
+
+    ``action`` overrides the configured door action; ``frames`` the configured source (any
+    iterable of :class:`Frame`, e.g. from picamera2).
+    """
+    from edgeface_runtime import FaceVerifier, ImageDecodeError
+
+    _require_file(config.model_path, "[model] path")
+    if not config.gallery_path.is_file():
+        raise ConfigError(f"gallery {config.gallery_path} ([gallery] path) does not exist; enroll people first: "
+                          "door_access.py --config CONFIG enroll")
+    stop = stop if stop is not None else threading.Event()
+    door_action = action if action is not None else make_action(config)
+    controller = DoorController(config.required_hits, config.window, config.cooldown_seconds)
+    summary = RunSummary()
+    min_interval = 1.0 / config.max_fps if config.max_fps > 0 else 0.0
+
+    with contextlib.ExitStack() as stack:
+        if handle_signals:
+            stack.enter_context(_stop_on_signals(stop, summary))
+        verifier = stack.enter_context(FaceVerifier(verifier_options(config)))
+        threshold, far = verifier.threshold()  # an uncalibrated FAR fails here, not at the first face
+        fingerprint = verifier.embedder.fingerprint
+        people = len(verifier.gallery)
+        if people == 0:
+            logger.warning("gallery %s has nobody enrolled: every face is unknown until someone is enrolled "
+                           "(the running door picks up enrolments without a restart)", config.gallery_path)
+        access_log = stack.enter_context(AccessLog(config.log_path, fingerprint))
+        source = frames if frames is not None else open_source(config.source)
+        if hasattr(source, "close"):
+            stack.callback(source.close)  # releases the camera when the loop stops early
+        logger.info("door running: model %s, threshold %.4f%s, %d people, %d of %d frames, cooldown %g s, source %s",
+                    fingerprint[:12], threshold, f" (FAR {far:g})" if far else "", people, config.required_hits,
+                    config.window, config.cooldown_seconds, "custom" if frames is not None else config.source)
+
+        for frame in source:
+            started = clock()
+            try:
+                result = verifier.process_frame(frame.image, color_order=frame.color_order)
+            except ImageDecodeError as exc:  # one unreadable file must not stop the door
+                summary.bad_frames += 1
+                logger.warning("skipping frame %s: %s", frame.label, exc)
+                result = None
+            summary.frames += 1
+            if result is not None:
+                identity = result.faces[0].identity if result.faces else None  # the largest face: nearest the door
+                decision = controller.update(started, identity)
+                if decision is not None:
+                    _act(decision, frame, door_action, access_log, summary)
+            if stop.is_set():
+                break
+            if min_interval:
+                stop.wait(max(0.0, started + min_interval - clock()))
+                if stop.is_set():
+                    break
+    logger.info("door stopped after %d frames (%s): %d open, %d deny, %d unreadable",
+                summary.frames, "signal" if summary.stopped_by_signal else ("stop requested" if stop.is_set()
+                                                                            else "end of source"),
+                summary.opens, summary.denies, summary.bad_frames)
+    return summary
+
+
+def _act(decision: Decision, frame: Frame, door_action: DoorAction, access_log: AccessLog,
+         summary: RunSummary) -> None:
+    if decision.action == DENY:
+        summary.denies += 1
+        logger.info("DENY unknown face (closest %s, score %.3f)", decision.closest,
+                    decision.score if decision.score is not None else float("nan"))
+        access_log.write(decision, frame=frame.label)
+        return
+    summary.opens += 1
+    error = None
+    try:
+        door_action(decision)
+    except Exception as exc:  # a failing relay must be logged, and must not stop the door
+        error = f"{type(exc).__name__}: {exc}"
+        logger.error("door action failed for %s: %s", decision.person, error)
+    access_log.write(decision, frame=frame.label, action_error=error)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event, summary: RunSummary) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the loop to stop after the current frame; a second one interrupts it."""
+    if threading.current_thread() is not threading.main_thread():
+        logger.debug("not in the main thread: signals are left to the caller")
+        yield
+        return
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.info("%s received: stopping after the current frame", signal.Signals(signum).name)
+        summary.stopped_by_signal = True
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass
+class EnrollReport:
+    name: str
+    photos: int
+    enrolled: int
+    skipped: list = field(default_factory=list)  # (file name, reason)
+
+
+def enroll_people(config: DoorConfig, people_dir: Optional[os.PathLike | str] = None) -> list:
+    """Enroll every ``<people_dir>/<name>/`` folder into the gallery, replacing that person's
+    templates. Photos without a face or unreadable ones are skipped and reported; a person with no
+    usable photo is not enrolled (their previous templates, if any, stay)."""
+    from edgeface_runtime import FaceVerifier, ImageDecodeError, NoFaceError
+
+    folder = Path(people_dir) if people_dir is not None else config.people_dir
+    if folder is None:
+        raise ConfigError("no people folder: set [gallery] people in the configuration or pass --people DIR")
+    if not folder.is_dir():
+        raise ConfigError(f"people folder {folder} does not exist; expected {folder}/<name>/*.jpg")
+    person_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not person_dirs:
+        raise ConfigError(f"no person folders in {folder}; expected one folder per person: {folder}/<name>/*.jpg")
+    _require_file(config.model_path, "[model] path")
+    config.gallery_path.parent.mkdir(parents=True, exist_ok=True)
+
+    reports = []
+    with FaceVerifier(verifier_options(config)) as verifier:
+        for person_dir in person_dirs:
+            photos = image_files(person_dir)
+            report = EnrollReport(person_dir.name, len(photos), 0)
+            embeddings, sources = [], []
+            for photo in photos:
+                try:
+                    embeddings.append(verifier.embed(str(photo)))
+                    sources.append(str(photo))
+                except NoFaceError:
+                    report.skipped.append((photo.name, "no face found"))
+                except ImageDecodeError as exc:
+                    report.skipped.append((photo.name, f"unreadable: {exc}"))
+            if embeddings:
+                # Through the gallery directly, so each template records the photo it came from.
+                verifier.gallery.enroll(person_dir.name, embeddings, sources=sources, replace=True)
+                report.enrolled = len(embeddings)
+            reports.append(report)
+    return reports
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file; check the path in the configuration")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="door_access.py", description="Door access with edgeface-runtime.")
+    parser.add_argument("--config", required=True, type=Path, help="TOML configuration (see door.example.toml)")
+    parser.add_argument("command", nargs="?", choices=("run", "enroll"), default="run",
+                        help="run: the door loop (default); enroll: people/<name>/*.jpg into the gallery")
+    parser.add_argument("--people", type=Path, help="enroll: the people folder (default: [gallery] people)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from edgeface_runtime import (EdgefaceError, GalleryModelMismatchError, InterpreterNotFoundError, ModelError,
+                                  UnsupportedOpError)
+
+    permanent = (ConfigError, ModelError, GalleryModelMismatchError, InterpreterNotFoundError, UnsupportedOpError)
+    try:
+        config = load_config(args.config)
+        if args.command == "enroll":
+            return _print_enroll(enroll_people(config, args.people), config)
+        summary = run_door(config)
+    except permanent as exc:
+        print(f"door_access: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (EdgefaceError, SourceError, OSError) as exc:
+        print(f"door_access: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # a second Ctrl-C during a frame
+        print("door_access: interrupted", file=sys.stderr)
+        return 130
+    print(f"door_access: {summary.frames} frames, {summary.opens} open, {summary.denies} deny")
+    return EXIT_OK
+
+
+def _print_enroll(reports: list, config: DoorConfig) -> int:
+    for report in reports:
+        if report.enrolled:
+            print(f"{report.name}: enrolled from {report.enrolled} of {report.photos} photos")
+        else:
+            print(f"{report.name}: NOT enrolled - none of {report.photos} photos had a usable face"
+                  " (previous templates, if any, kept)")
+        for name, reason in report.skipped:
+            print(f"  skipped {name}: {reason}")
+    enrolled = sum(1 for r in reports if r.enrolled)
+    print(f"gallery {config.gallery_path}: {enrolled} of {len(reports)} people enrolled")
+    return EXIT_OK if enrolled == len(reports) else EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
