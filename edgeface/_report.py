@@ -1,0 +1,1098 @@
+"""`edgeface report`: a Keras model and its converted variants, compared on one protocol.
+
+What is measured, and how (the decisions a reader of a report needs to trust it):
+
+* **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; folds 6-10 by default, the
+  project's rule) or pairs drawn reproducibly from a folder-per-identity dataset
+  (``dataset=``: :func:`~edgeface_runtime._metrics.generate_pairs` with ``n_pairs``,
+  ``seed`` and ``dataset_folds`` folds). The people evaluated must not have been trained
+  on: ``training_card.json`` beside the Keras model (train and validation people) and the
+  fine-tuning folder a convert manifest records list them; any overlap is refused unless
+  ``allow_overlap=True``.
+* **Crops.** Each image is cropped once per preprocessing (input size + alignment) with
+  the training side's :class:`~edgeface._data.CropMaker` (``center_crop``, or BlazeFace +
+  ``align_face``), kept in memory, and every variant embeds the same crops.
+* **Quality.** Cosine similarity of L2-normalised embeddings. Accuracy is the k-fold mean
+  ± std over the protocol's folds (each fold's threshold chosen on the other folds); TAR at
+  FAR 1e-3, EER and AUC over all pairs; cosine to the Keras model on every evaluation crop;
+  the threshold stored in each model's metadata and the FAR it actually gives here. These
+  numbers are deterministic for the same inputs.
+* **Speed and memory.** Each ``.tflite`` is timed in a fresh subprocess that imports only
+  the TF-free runtime, as a device process would: embed only (crop -> embedding, no
+  decode/detect/align), median and p90 over ``latency_runs`` crops after a warm-up, at one
+  thread and at all usable cores. Peak memory is that process's peak resident set size
+  (``VmHWM`` on Linux, else ``ru_maxrss``): what a device process needs with the interpreter, numpy and Pillow
+  loaded; beside it, the part the model adds (peak after running minus peak before
+  loading). ``tracemalloc`` would miss the TFLite arena, which is native memory. The Keras
+  model runs only under TensorFlow, so it has no device timing.
+* **Recommendation.** The smallest ``.tflite`` (file bytes) whose accuracy is within
+  ``tolerance`` points of the best row's (the Keras model included). Latency never enters
+  it: it is noisy.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+import io
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+REPORT_FORMAT = "edgeface-report/1"
+REPORT_FILES = ("report.md", "report.html", "report.json")
+DEFAULT_FOLDS = (6, 7, 8, 9, 10)
+DEFAULT_N_PAIRS = 1000
+DEFAULT_DATASET_FOLDS = 10
+DEFAULT_LATENCY_RUNS = 50
+DEFAULT_TOLERANCE = 0.5  # accuracy points
+REPORT_FAR = 1e-3  # the operating point of the table's TAR column
+FARS = (1e-2, 1e-3)  # operating points kept in the JSON
+WARMUP_RUNS = 3
+KERAS_ROW = "keras"
+CARD_NAME = "training_card.json"  # written by edgeface._train
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class VariantRow:
+    """One row of the report: a Keras model (``kind="keras"``) or a ``.tflite`` variant."""
+
+    name: str
+    kind: str  # "keras" | "tflite"
+    path: str
+    technique: str
+    bytes: int
+    gzip_bytes: int
+    parameters: int | None
+    sparsity: float | None
+    verification: dict[str, Any]  # edgeface_runtime._metrics.verification_report(...)
+    cosine_to_keras: dict[str, Any] | None = None  # {"mean", "min", "n"}; None without a Keras model
+    threshold: dict[str, Any] | None = None  # from the model's metadata: {"far", "threshold", "achieved_far", "tar"}
+    latency: dict[str, dict[str, float]] | None = None  # threads -> {"median_ms", "p90_ms", "n"}
+    memory: dict[str, float] | None = None  # {"peak_rss_mb", "model_rss_mb"}
+    folder: str | None = None  # the convert output folder it came from
+    roc: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)  # (far, tar)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.verification["accuracy"]["mean"])
+
+    @property
+    def accuracy_std(self) -> float:
+        return float(self.verification["accuracy"]["std"])
+
+    def operating_point(self, far: float = REPORT_FAR) -> dict[str, Any] | None:
+        for point in self.verification.get("tar_at_far", []):
+            if math.isclose(point["far"], far):
+                return point
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "path": self.path, "folder": self.folder,
+                "technique": self.technique, "bytes": self.bytes, "gzip_bytes": self.gzip_bytes,
+                "parameters": self.parameters, "sparsity": self.sparsity, "verification": self.verification,
+                "cosine_to_keras": self.cosine_to_keras, "threshold": self.threshold, "latency": self.latency,
+                "memory": self.memory}
+
+
+@dataclass
+class Report:
+    """The comparison; render it with :meth:`to_markdown`, :meth:`to_html`, :meth:`to_json`."""
+
+    rows: list[VariantRow]
+    protocol: dict[str, Any]
+    device: dict[str, Any]
+    recommendation: dict[str, Any]
+    settings: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> VariantRow:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no variant {name!r} in this report; it has {[r.name for r in self.rows]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": REPORT_FORMAT, "protocol": self.protocol, "device": self.device,
+                "settings": self.settings, "recommendation": self.recommendation,
+                "variants": [row.to_dict() for row in self.rows], "notes": list(self.notes)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=_json_default) + "\n"
+
+    def to_markdown(self) -> str:
+        return _render_markdown(self)
+
+    def to_html(self) -> str:
+        return _render_html(self)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``report.md``, ``report.html`` and ``report.json`` into ``out_dir``; return their paths."""
+        from ._modelio import atomic_write_text
+
+        out = Path(out_dir)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"report output {str(out_dir)!r} is a file; pass a folder (it is created if missing)")
+        out.mkdir(parents=True, exist_ok=True)
+        texts = {"report.md": self.to_markdown(), "report.html": self.to_html(), "report.json": self.to_json()}
+        return {name: atomic_write_text(out / name, text) for name, text in texts.items()}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass
+class _Source:
+    """A model to report on, before it is run."""
+
+    name: str
+    kind: str
+    path: Path
+    metadata: Any  # edgeface_runtime ModelMetadata
+    technique: str = ""
+    parameters: int | None = None
+    sparsity: float | None = None
+    folder: str | None = None
+
+    @property
+    def crop_key(self) -> tuple[tuple[int, int], str]:
+        return tuple(self.metadata.preprocess.input_size), self.metadata.preprocess.alignment
+
+
+@dataclass
+class _Models:
+    keras: _Source | None
+    variants: list[_Source]
+    manifests: list[Any]  # edgeface_converters Manifest, one per folder
+    notes: list[str]
+
+
+def _resolve_models(models: Any) -> _Models:
+    """Sort the inputs into one Keras model and ``.tflite`` variants; nothing heavy is loaded."""
+    if isinstance(models, (str, os.PathLike)):
+        models = [models]
+    paths = [Path(m) for m in (models or [])]
+    if not paths:
+        raise ValueError("no models given: pass a model.keras, one or more `edgeface convert` output folders, "
+                         "or .tflite files")
+    keras_paths: list[Path] = []
+    folders: list[Path] = []
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise ValueError(f"model or folder not found: {str(path)!r}; pass a model.keras, a .tflite file, or a "
+                             "folder written by `edgeface convert` (it holds manifest.json)")
+        if path.is_dir():
+            if (path / "manifest.json").is_file():
+                folders.append(path)
+            elif (path / "model.keras").is_file():
+                keras_paths.append(path / "model.keras")
+            else:
+                raise ValueError(f"{str(path)!r} holds neither manifest.json (an `edgeface convert` output folder) "
+                                 "nor model.keras (an `edgeface train` output folder)")
+        elif path.suffix == ".keras":
+            keras_paths.append(path)
+        elif path.suffix == ".tflite":
+            files.append(path)
+        else:
+            raise ValueError(f"cannot report on {str(path)!r}: expected a .keras model, a .tflite model or a "
+                             "convert output folder")
+    unique_keras = list({p.resolve(): p for p in keras_paths}.values())  # one per file, as the caller wrote it
+    if len(unique_keras) > 1:
+        raise ValueError(f"one Keras model per report (it is the float reference the variants are compared to); "
+                         f"got {', '.join(map(str, unique_keras))}. Report each model's convert folder separately")
+
+    notes: list[str] = []
+    manifests, variants = [], []
+    labels = _folder_labels(folders)
+    for folder in folders:
+        manifest, sources = _folder_variants(folder, labels[folder] if len(folders) > 1 or files else None, notes)
+        manifests.append(manifest)
+        variants.extend(sources)
+    for file in files:
+        variants.append(_tflite_source(file, file.stem, technique="", folder=None))
+    _deduplicate_names(variants)
+
+    keras_path = unique_keras[0] if unique_keras else _keras_from_manifests(manifests, notes)
+    keras = None
+    if keras_path is not None:
+        from ._modelio import read_keras_metadata
+
+        metadata = read_keras_metadata(keras_path)
+        if metadata is None:
+            raise ValueError(f"{keras_path} carries no edgeface metadata (edgeface.json), so its preprocessing is "
+                             "unknown; report on a model saved by `edgeface train`")
+        keras = _Source(KERAS_ROW, "keras", keras_path, metadata, technique="Keras float model (reference)")
+    return _Models(keras, variants, manifests, notes)
+
+
+def _folder_labels(folders: Sequence[Path]) -> dict[Path, str]:
+    """Short, unique labels for convert folders: their names, with parents where names repeat."""
+    labels = {folder: folder.name or str(folder) for folder in folders}
+    if len(set(labels.values())) < len(labels):
+        labels = {folder: f"{folder.parent.name}/{folder.name}" for folder in folders}
+    if len(set(labels.values())) < len(labels):
+        labels = {folder: str(folder) for folder in folders}
+    return labels
+
+
+def _folder_variants(folder: Path, label: str | None, notes: list[str]) -> tuple[Any, list[_Source]]:
+    from edgeface_converters._manifest import read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{folder / 'manifest.json'} is not valid JSON ({exc}); re-run `edgeface convert`") from None
+    built = [v for v in manifest.variants if v.ok]
+    for variant in manifest.variants:
+        if not variant.ok:
+            notes.append(f"{label + '/' if label else ''}{variant.name} was {variant.status} by `edgeface convert`: "
+                         f"{variant.reason or 'no reason recorded'}")
+    if not built:
+        statuses = ", ".join(f"{v.name}: {v.status}" for v in manifest.variants) or "none listed"
+        raise ValueError(f"{str(folder)!r} has no variants to report: its manifest.json lists no variant built "
+                         f"successfully ({statuses}); re-run `edgeface convert`")
+    sources = []
+    for variant in built:
+        file = folder / (variant.file or f"{variant.name}.tflite")
+        if not file.is_file():
+            raise ValueError(f"{str(folder)!r}: manifest.json lists variant {variant.name!r} as {file.name}, but the "
+                             "file is missing; re-run `edgeface convert` into this folder")
+        name = f"{label}/{variant.name}" if label else variant.name
+        sources.append(_tflite_source(file, name, technique=variant.technique, folder=str(folder),
+                                      parameters=variant.parameters, sparsity=variant.sparsity))
+    return manifest, sources
+
+
+def _tflite_source(path: Path, name: str, *, technique: str, folder: str | None, parameters: int | None = None,
+                   sparsity: float | None = None) -> _Source:
+    from edgeface_runtime._metadata import split_model
+
+    _, metadata = split_model(path)
+    if metadata is None:
+        raise ValueError(f"{path} carries no edgeface metadata, so its preprocessing is unknown; report on the "
+                         "output of `edgeface convert`")
+    return _Source(name, "tflite", path, metadata, technique=technique, parameters=parameters, sparsity=sparsity,
+                   folder=folder)
+
+
+def _deduplicate_names(sources: list[_Source]) -> None:
+    seen: dict[str, int] = {}
+    for source in sources:
+        count = seen.get(source.name, 0)
+        seen[source.name] = count + 1
+        if count or source.name == KERAS_ROW:
+            source.name = f"{source.name} ({count + 1})"
+
+
+def _keras_from_manifests(manifests: Sequence[Any], notes: list[str]) -> Path | None:
+    """The Keras model the convert folders were made from, when they all name the same existing file."""
+    import hashlib
+
+    if not manifests:
+        return None
+    named = {(m.source.get("path"), m.source.get("sha256")) for m in manifests}
+    if len(named) != 1:
+        notes.append("the convert folders come from different Keras models: no cosine to a float model; pass "
+                     "model.keras to compare against one")
+        return None
+    (path, digest), = named
+    if not path:
+        return None
+    # As recorded, else beside the folder (a run folder moved as a whole: run/model.keras, run/variants/).
+    candidates = [Path(path)] + [Path(m.out_dir).parent / "model.keras" for m in manifests]
+    for candidate in candidates:
+        if candidate.is_file() and (not digest or hashlib.sha256(candidate.read_bytes()).hexdigest() == digest):
+            logger.info("using %s, the model the variants were converted from, as the float reference", candidate)
+            return candidate
+    notes.append(f"the Keras model the variants were converted from ({path}) was not found or has changed: no "
+                 "cosine to the float model; pass model.keras to add it")
+    return None
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+@dataclass
+class _Protocol:
+    pairs: list[Any]  # edgeface_runtime._metrics.Pair
+    root: Path
+    description: dict[str, Any]
+    notes: list[str]
+
+
+def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | None,
+              dataset_folds: int) -> _Protocol:
+    if (pairs is None) == (dataset is None):
+        raise ValueError("choose one protocol: pairs=PAIRS_FILE with images=IMAGE_DIR (LFW pairs.txt, folds 6-10 "
+                         "by default) or dataset=DIR (one sub-folder per person; pairs are generated), "
+                         f"got {'both' if pairs is not None else 'neither'}")
+    if pairs is not None:
+        return _pairs_protocol(Path(pairs), images, folds)
+    if images is not None:
+        raise ValueError("images= goes with pairs=; with dataset= the images are the dataset's own")
+    return _dataset_protocol(Path(dataset), n_pairs, seed, dataset_folds)
+
+
+def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) -> _Protocol:
+    from edgeface_runtime._metrics import read_pairs
+
+    from ._evaluate import _select_folds
+
+    if images is None:
+        raise ValueError("pairs= needs images= too: the folder the pairs' paths are relative to "
+                         "(for LFW: lfw-deepfunneled)")
+    root = Path(images)
+    if not pairs_file.is_file():
+        raise ValueError(f"pairs file not found: {str(pairs_file)!r}")
+    if not root.is_dir():
+        raise ValueError(f"image folder not found: {str(images)!r}")
+    chosen_pairs, chosen = _select_folds(read_pairs(pairs_file), folds, str(pairs_file))
+    _check_images_exist(chosen_pairs, root, str(pairs_file))
+    evaluated = chosen if chosen is not None else sorted({p.fold for p in chosen_pairs})
+    description = {"kind": "pairs", "pairs_file": str(pairs_file), "images": str(root), "folds": evaluated,
+                   **_pair_counts(chosen_pairs)}
+    return _Protocol(chosen_pairs, root, description, [])
+
+
+def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int) -> _Protocol:
+    from edgeface_runtime._metrics import generate_pairs
+
+    from ._data import scan_folder
+
+    people = scan_folder(root)
+    if people.num_classes < 2:
+        raise ValueError(f"dataset {str(root)!r} holds {people.num_classes} person ({', '.join(people.identities)}); "
+                         "verification pairs need at least two people, one sub-folder of images each")
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            pairs = generate_pairs(people.by_identity(), n_pairs, seed, folds=n_folds)
+        except ValueError as exc:
+            raise ValueError(f"dataset {str(root)!r} ({people.num_classes} people, {len(people)} images): "
+                             f"{exc}") from None
+    for warning in caught:
+        notes.append(f"pair generation: {warning.message}")
+        logger.warning("%s", warning.message)
+    description = {"kind": "generated", "dataset": str(root), "images": str(root), "n_pairs": int(n_pairs),
+                   "seed": int(seed), "folds": list(range(1, n_folds + 1)), **_pair_counts(pairs)}
+    return _Protocol(pairs, root, description, notes)
+
+
+def _pair_counts(pairs: Sequence[Any]) -> dict[str, int]:
+    from edgeface_runtime._metrics import lfw_identities_in_folds
+
+    same = sum(1 for p in pairs if p.same)
+    people = lfw_identities_in_folds(pairs, {p.fold for p in pairs})
+    return {"num_pairs": len(pairs), "num_same": same, "num_different": len(pairs) - same,
+            "num_images": len({p.path_a for p in pairs} | {p.path_b for p in pairs}), "num_identities": len(people)}
+
+
+def _check_images_exist(pairs: Sequence[Any], root: Path, source: str) -> None:
+    unique = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
+    missing = [path for path in unique if not (root / path).is_file()]
+    if missing:
+        shown = ", ".join(repr(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ValueError(f"{source} names {len(missing)} image(s) missing under {str(root)!r}: {shown}; pass the "
+                         "folder the pairs' paths are relative to (for LFW: lfw-deepfunneled)")
+
+
+# --------------------------------------------------------------------------- training identities
+
+
+def _training_identities(models: _Models) -> tuple[set[str], list[str]]:
+    """People the models saw in training (or fine-tuning), and where that was read from."""
+    names: set[str] = set()
+    sources: list[str] = []
+    keras_files = {models.keras.path} if models.keras else set()
+    keras_files |= {Path(m.source["path"]) for m in models.manifests if m.source.get("path")}
+    for keras_file in sorted(keras_files):
+        card = keras_file.parent / CARD_NAME
+        if not card.is_file():
+            continue
+        try:
+            data = json.loads(card.read_text(encoding="utf-8")).get("data", {})
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{card} cannot be read ({exc}); fix or remove it (it lists the training people, "
+                             "which the report keeps out of the evaluation)") from None
+        for part in ("train", "validation"):
+            names.update((data.get(part) or {}).get("identity_names") or [])
+        sources.append(str(card))
+    for manifest in models.manifests:
+        root = (manifest.finetune_data or {}).get("root")
+        if root and Path(root).is_dir():
+            names.update(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+            sources.append(f"{root} (fine-tuning data of {manifest.out_dir})")
+    return names, sources
+
+
+def _check_overlap(protocol: _Protocol, models: _Models, allow_overlap: bool) -> list[str]:
+    from edgeface_runtime._metrics import lfw_identities_in_folds
+
+    trained, sources = _training_identities(models)
+    if not sources:
+        return ["no training card (training_card.json beside model.keras) was found: that the evaluation people "
+                "were not trained on is not checked"]
+    evaluated = lfw_identities_in_folds(protocol.pairs, {p.fold for p in protocol.pairs})
+    overlap = sorted(evaluated & trained)
+    protocol.description["identity_disjoint_from"] = sources
+    if not overlap:
+        return []
+    shown = ", ".join(overlap[:5]) + (f" and {len(overlap) - 5} more" if len(overlap) > 5 else "")
+    message = (f"{len(overlap)} of the {len(evaluated)} people in the evaluation pairs were seen in training "
+               f"({shown}; from {', '.join(sources)}): their accuracy is optimistic")
+    logger.warning("WARNING: %s", message)
+    if not allow_overlap:
+        raise ValueError(f"{message}. Evaluate on people the model never saw (LFW: train outside folds 6-10 and "
+                         "report folds 6-10), or pass allow_overlap=True (--allow-overlap) to report anyway")
+    protocol.description["training_overlap"] = overlap
+    return [f"WARNING: {message} (reported with --allow-overlap)"]
+
+
+# --------------------------------------------------------------------------- crops and embeddings
+
+
+def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]], detector: Any,
+                max_unreadable: float, progress: Progress | None) -> tuple[dict, list[str], list[str]]:
+    """``{crop key: (paths, uint8 crops)}`` over the images every key could read; and notes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeface_runtime._errors import ImageDecodeError
+
+    from ._data import CropMaker, check_unreadable
+
+    unique = sorted({p.path_a for p in protocol.pairs} | {p.path_b for p in protocol.pairs})
+    makers = {key: CropMaker(str(protocol.root), key[0], align=key[1] != "none", detector=detector) for key in keys}
+    total = len(unique) * len(makers)
+    done = 0
+    crops: dict[Any, dict[str, np.ndarray]] = {key: {} for key in makers}
+    failed: dict[str, str] = {}
+    for key, maker in makers.items():
+        def one(path: str, maker=maker):
+            try:
+                return maker(path), None
+            except (ImageDecodeError, OSError, ValueError) as exc:
+                return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow releases the GIL
+            for path, (array, reason) in zip(unique, pool.map(one, unique, chunksize=16)):
+                if array is None:
+                    failed.setdefault(path, reason or "unreadable")
+                else:
+                    crops[key][path] = array
+                done += 1
+                if progress and (done % 64 == 0 or done == total):
+                    progress("crop images", done, total)
+    check_unreadable(len(failed), len(unique), max_unreadable, sorted(failed.items()))
+    paths = [p for p in unique if p not in failed]
+    notes = []
+    if failed:
+        notes.append(f"{len(failed)} of {len(unique)} images could not be read; the pairs using them are left out")
+        logger.warning(notes[-1])
+    for key, maker in makers.items():
+        if maker.no_face:
+            notes.append(f"no face found in {maker.no_face} of {len(paths)} images at {key[0][0]}x{key[0][1]}: "
+                         "those were centre-cropped")
+    return {key: (paths, np.stack([crops[key][p] for p in paths])) for key in makers}, notes
+
+
+def _embed_keras(source: _Source, crops: np.ndarray, progress: Progress | None) -> tuple[np.ndarray, Any]:
+    from ._data import embed_crops
+    from ._modelio import load_model
+
+    model, _ = load_model(source.path)
+    chunk = 256
+    parts = []
+    for start in range(0, len(crops), chunk):
+        parts.append(embed_crops(model, crops[start:start + chunk], source.metadata.preprocess, batch_size=chunk))
+        if progress:
+            progress(f"embed {source.name}", min(start + chunk, len(crops)), len(crops))
+    return np.concatenate(parts), model
+
+
+def _embed_tflite(source: _Source, crops: np.ndarray, threads: int, progress: Progress | None) -> np.ndarray:
+    from edgeface_runtime._embedder import Embedder
+
+    out = np.zeros((len(crops), source.metadata.embedding_size), np.float32)
+    with Embedder.from_path(source.path, num_threads=threads) as embedder:
+        for i, crop in enumerate(crops):
+            out[i] = embedder.embed(crop)
+            if progress and ((i + 1) % 64 == 0 or i + 1 == len(crops)):
+                progress(f"embed {source.name}", i + 1, len(crops))
+    return out
+
+
+def _score(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray) -> dict[str, Any]:
+    """Verification numbers of one model over the pairs whose images were read."""
+    from edgeface_runtime._metrics import roc_curve, verification_report
+
+    index = {p: i for i, p in enumerate(paths)}
+    usable = [p for p in pairs if p.path_a in index and p.path_b in index]
+    a = embeddings[[index[p.path_a] for p in usable]]
+    b = embeddings[[index[p.path_b] for p in usable]]
+    # float32, as a device compares them: thresholds are then exact in the device's type.
+    scores = np.sum(a * b, axis=1).astype(np.float32)
+    labels = np.array([p.same for p in usable], bool)
+    folds = np.array([p.fold for p in usable])
+    report = verification_report(scores, labels, folds=folds if len(np.unique(folds)) > 1 else 10, fars=FARS)
+    report["skipped_pairs"] = len(pairs) - len(usable)
+    far, tar, _ = roc_curve(scores, labels)
+    return {"report": report, "scores": scores, "labels": labels, "roc": (far, tar)}
+
+
+def _stored_threshold(metadata: Any, scores: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
+    """The threshold the model's metadata carries (as a device uses it) and what it gives on these pairs."""
+    from edgeface_runtime._metrics import false_accept_rate
+
+    if not metadata.thresholds:
+        return None
+    threshold, far = metadata.threshold_for(None)
+    return {"far": far, "threshold": threshold, "achieved_far": false_accept_rate(scores[~labels], threshold),
+            "tar": float(np.mean(scores[labels].astype(np.float64) >= threshold))}
+
+
+def _file_sizes(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    # mtime=0: the same file always gives the same size (the header would otherwise hold a timestamp).
+    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+# --------------------------------------------------------------------------- latency and memory
+
+
+_WORKER = ("import sys; from edgeface._report import _measure_main; sys.exit(_measure_main(sys.argv[1:]))")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def measure_variant(path: str | os.PathLike, crops: np.ndarray, *, runs: int = DEFAULT_LATENCY_RUNS,
+                    threads: Sequence[int] | None = None, warmup: int = WARMUP_RUNS,
+                    timeout: float = 900.0) -> dict[str, Any]:
+    """Embed-only latency and peak memory of one ``.tflite``, in a fresh TF-free process.
+
+    ``crops`` (uint8, the model's input size) are cycled to ``runs`` samples per thread
+    count (default: 1 and all usable cores). Returns ``{"latency": {threads: {"median_ms",
+    "p90_ms", "n"}}, "peak_rss_mb", "model_rss_mb", "baseline_rss_mb", "tensorflow_loaded"}``.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs!r}")
+    if len(crops) == 0:
+        raise ValueError("need at least one crop to time the model")
+    threads = sorted({1, usable_cores()}) if threads is None else sorted({int(t) for t in threads})
+    sample = np.stack([crops[i % len(crops)] for i in range(runs + warmup)])
+    with tempfile.TemporaryDirectory(prefix="edgeface-report-") as tmp:
+        crops_file, out_file = Path(tmp) / "crops.npy", Path(tmp) / "result.json"
+        np.save(crops_file, sample)
+        command = [sys.executable, "-c", _WORKER, str(path), str(crops_file), str(out_file), str(warmup),
+                   *map(str, threads)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timing {path} took longer than {timeout:.0f} s; lower latency_runs") from None
+        if done.returncode != 0 or not out_file.is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"timing {path} failed (exit {done.returncode}): {tail[0]}")
+        return json.loads(out_file.read_text(encoding="utf-8"))
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB.
+
+    Linux: ``VmHWM``, the peak of this process image. ``ru_maxrss`` is not used there: Linux
+    carries it across ``exec``, so a child of a large (TensorFlow) parent would report the
+    parent's peak. Elsewhere ``ru_maxrss`` (bytes on macOS, KiB on the BSDs).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def _measure_main(argv: Sequence[str]) -> int:
+    """The timing subprocess: ``MODEL CROPS.npy OUT.json WARMUP THREADS...``; imports only the runtime."""
+    from edgeface_runtime._bench import _summary
+    from edgeface_runtime._embedder import Embedder
+    from edgeface_runtime._interpreter import select_backend
+
+    model, crops_file, out_file, warmup_text, *thread_counts = argv
+    warmup = int(warmup_text)
+    crops = np.load(crops_file)
+    select_backend()  # import the interpreter first: the model's share should not include it
+    baseline = _peak_rss_mb()
+    latency = {}
+    for threads in map(int, thread_counts):
+        with Embedder.from_path(model, num_threads=threads) as embedder:
+            for crop in crops[:warmup]:
+                embedder.embed(crop)
+            samples = []
+            for crop in crops[warmup:]:
+                start = time.perf_counter()
+                embedder.embed(crop)
+                samples.append((time.perf_counter() - start) * 1e3)
+        latency[str(threads)] = _summary(samples)
+    peak = _peak_rss_mb()
+    result = {"latency": latency, "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
+              "model_rss_mb": round(peak - baseline, 1), "tensorflow_loaded": "tensorflow" in sys.modules}
+    Path(out_file).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------- device
+
+
+def device_info() -> dict[str, Any]:
+    """The machine a report was measured on: CPU model, board, cores, Python and TFLite interpreter."""
+    info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "machine": platform.machine(),
+                            "system": f"{platform.system()} {platform.release()}".strip(),
+                            "cores": os.cpu_count() or 1, "usable_cores": usable_cores(),
+                            "python": f"{platform.python_implementation()} {platform.python_version()}"}
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    # x86: "model name"; Raspberry Pi: "Model" is the board ("Raspberry Pi 4 Model B Rev 1.4"),
+    # and older kernels give the SoC as "Hardware".
+    cpu = fields.get("model name") or fields.get("hardware") or fields.get("cpu model")
+    if cpu:
+        info["cpu"] = cpu
+    if fields.get("model") and not fields["model"].isdigit():
+        info["board"] = fields["model"]
+    try:
+        from edgeface_runtime._interpreter import select_backend
+
+        backend = select_backend()
+        info["tflite_interpreter"] = f"{backend.name} {backend.version}"
+    except Exception as exc:  # noqa: BLE001 - the report still names the machine without it
+        info["tflite_interpreter"] = f"none ({type(exc).__name__})"
+    return info
+
+
+def _describe_device(device: dict[str, Any]) -> str:
+    board = f"{device['board']}, " if device.get("board") else ""
+    cores = f"{device['cores']} cores" + (f" ({device['usable_cores']} usable)"
+                                          if device.get("usable_cores") != device["cores"] else "")
+    return (f"{board}{device['cpu']} ({device['machine']}), {cores}, {device['system']}; "
+            f"{device['python']}; TFLite interpreter {device['tflite_interpreter']}")
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+def _recommend(rows: Sequence[VariantRow], tolerance: float) -> dict[str, Any]:
+    best = max(rows, key=lambda r: r.accuracy)  # ties: the first row, the Keras reference when present
+    floor = best.accuracy - tolerance / 100.0
+    deployable = [r for r in rows if r.kind == "tflite"]
+    # Accuracies are means of fold fractions: compare with a hair of slack for float rounding.
+    within = [r for r in deployable if r.accuracy >= floor - 1e-12]
+    out: dict[str, Any] = {"variant": None, "tolerance_points": tolerance, "best": best.name,
+                           "best_accuracy": best.accuracy, "rule": "smallest .tflite file within the tolerance "
+                           "of the best accuracy (latency is not considered)"}
+    if within:
+        pick = min(within, key=lambda r: (r.bytes, r.gzip_bytes, r.name))
+        out.update(variant=pick.name, accuracy=pick.accuracy, bytes=pick.bytes)
+        reference = "it is the most accurate" if pick is best else f"best: `{best.name}`, {_pct(best.accuracy)} %"
+        out["text"] = (f"`{pick.name}` ({_size(pick.bytes)}, accuracy {_pct(pick.accuracy)} %), the smallest "
+                       f"variant within {tolerance:g} points of the best accuracy ({reference})")
+    elif deployable:
+        top = max(deployable, key=lambda r: (r.accuracy, -r.bytes))
+        out["text"] = (f"none: no variant is within {tolerance:g} points of `{best.name}` ({_pct(best.accuracy)} %); "
+                       f"the most accurate is `{top.name}` ({_pct(top.accuracy)} %). Convert with fine-tuning or "
+                       "a less aggressive recipe")
+    else:
+        out["text"] = "none: no .tflite variant to deploy; convert the model with `edgeface convert`"
+    return out
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_report(
+    models: Sequence[str | os.PathLike] | str | os.PathLike,
+    *,
+    pairs: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    dataset: str | os.PathLike | None = None,
+    n_pairs: int = DEFAULT_N_PAIRS,
+    seed: int = 0,
+    folds: Iterable[int] | None = DEFAULT_FOLDS,
+    dataset_folds: int = DEFAULT_DATASET_FOLDS,
+    out_dir: str | os.PathLike | None = None,
+    latency_runs: int = DEFAULT_LATENCY_RUNS,
+    tolerance: float = DEFAULT_TOLERANCE,
+    allow_overlap: bool = False,
+    detector: Any = None,
+    max_unreadable: float | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Compare a Keras model and/or ``edgeface convert`` folders on one verification protocol.
+
+    ``models``: ``model.keras`` (or its ``edgeface train`` folder), convert output folders
+    (several are compared in one report) and ``.tflite`` files. Without a Keras model, the
+    one the folders' manifests name is used when it is still there, unchanged.
+    Protocol: ``pairs`` + ``images`` (LFW ``pairs.txt``; ``folds``, 1-based, default 6-10;
+    None: all) or ``dataset`` (one sub-folder per person; ``n_pairs`` pairs in
+    ``dataset_folds`` folds drawn with ``seed``). People the training card lists are refused
+    unless ``allow_overlap``. ``latency_runs`` 0 skips timing; ``tolerance`` is in accuracy
+    points; ``detector`` is a BlazeFace ``.tflite`` for models with alignment "arcface";
+    ``progress(stage, done, total)`` is called as work advances. With ``out_dir`` the
+    report is also written there (:meth:`Report.write`). See the module docstring for how
+    every number is measured.
+    """
+    from ._data import DEFAULT_MAX_UNREADABLE
+
+    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
+        raise ValueError(f"latency_runs must be a whole number >= 0 (0 skips timing), got {latency_runs!r}")
+    if not isinstance(tolerance, (int, float)) or not 0.0 <= float(tolerance) <= 100.0:
+        raise ValueError(f"tolerance is in accuracy points, between 0 and 100 (e.g. 0.5), got {tolerance!r}")
+    max_unreadable = DEFAULT_MAX_UNREADABLE if max_unreadable is None else float(max_unreadable)
+
+    protocol = _protocol(pairs, images, dataset, n_pairs, seed, folds, dataset_folds)
+    resolved = _resolve_models(models)
+    notes = list(resolved.notes) + protocol.notes
+    notes += _check_overlap(protocol, resolved, allow_overlap)
+    sources = ([resolved.keras] if resolved.keras else []) + resolved.variants
+    keys = sorted({s.crop_key for s in sources})
+    crops, crop_notes = _make_crops(protocol, keys, detector, max_unreadable, progress)
+    notes += crop_notes
+
+    threads = sorted({1, usable_cores()})
+    rows: list[VariantRow] = []
+    reference: np.ndarray | None = None
+    for source in sources:
+        paths, source_crops = crops[source.crop_key]
+        size, gzip_size = _file_sizes(source.path)
+        if source.kind == "keras":
+            embeddings, model = _embed_keras(source, source_crops, progress)
+            from edgeface_converters._model import kernel_sparsity
+
+            source.parameters, source.sparsity = int(model.count_params()), round(kernel_sparsity(model), 4)
+            reference = embeddings
+        else:
+            embeddings = _embed_tflite(source, source_crops, threads[-1], progress)
+        scored = _score(protocol.pairs, paths, embeddings)
+        row = VariantRow(source.name, source.kind, str(source.path), source.technique, size, gzip_size,
+                         source.parameters, source.sparsity, scored["report"], folder=source.folder,
+                         roc=scored["roc"],
+                         threshold=_stored_threshold(source.metadata, scored["scores"], scored["labels"]))
+        if reference is not None and resolved.keras is not None and source.kind != "keras":
+            if source.crop_key == resolved.keras.crop_key and embeddings.shape == reference.shape:
+                cosine = np.sum(embeddings * reference, axis=1)
+                row.cosine_to_keras = {"mean": round(float(cosine.mean()), 6), "min": round(float(cosine.min()), 6),
+                                       "n": int(cosine.size)}
+            else:
+                notes.append(f"{source.name} takes other crops or embeddings than the Keras model: no cosine to it")
+        rows.append(row)
+
+    if latency_runs:
+        tflite_rows = [(row, source) for row, source in zip(rows, sources) if row.kind == "tflite"]
+        for done, (row, source) in enumerate(tflite_rows):
+            if progress:
+                progress("time variants", done, len(tflite_rows))
+            try:
+                measured = measure_variant(source.path, crops[source.crop_key][1], runs=latency_runs, threads=threads)
+            except RuntimeError as exc:
+                notes.append(f"{row.name}: latency not measured: {exc}")
+                logger.warning(notes[-1])
+                continue
+            row.latency = measured["latency"]
+            row.memory = {"peak_rss_mb": measured["peak_rss_mb"], "model_rss_mb": measured["model_rss_mb"]}
+        if progress:
+            progress("time variants", len(tflite_rows), len(tflite_rows))
+
+    settings = {"tolerance_points": float(tolerance), "latency_runs": latency_runs, "warmup_runs": WARMUP_RUNS,
+                "threads": threads, "far": REPORT_FAR, "crops": [f"{k[0][0]}x{k[0][1]} {k[1]}" for k in keys],
+                "memory": "peak RSS (Linux VmHWM, else ru_maxrss) of a fresh subprocess running only "
+                          "edgeface_runtime; model share = that peak minus the peak before loading the model"}
+    report = Report(rows, protocol.description, device_info(), _recommend(rows, float(tolerance)), settings, notes)
+    if out_dir is not None:
+        report.write(out_dir)
+    return report
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} B"
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f}"
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _protocol_line(protocol: dict[str, Any]) -> str:
+    counts = (f"{protocol['num_pairs']} pairs ({protocol['num_same']} same, {protocol['num_different']} different) "
+              f"of {protocol['num_identities']} people, {protocol['num_images']} images")
+    folds = protocol["folds"]
+    fold_text = f"folds {folds[0]}-{folds[-1]}" if folds == list(range(folds[0], folds[-1] + 1)) else \
+        f"folds {', '.join(map(str, folds))}"
+    if protocol["kind"] == "pairs":
+        where = f"{Path(protocol['pairs_file']).name} {fold_text}, images {protocol['images']}"
+    else:
+        where = (f"generated from {protocol['dataset']} (seed {protocol['seed']}, {len(folds)} folds)")
+    cv = f"accuracy: threshold chosen by {len(folds)}-fold cross-validation" if len(folds) > 1 else \
+        "accuracy: threshold chosen by 10-fold cross-validation within the fold"
+    return f"{where}: {counts}; {cv}"
+
+
+def _quality_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    header = ["variant", "file", "gzip", "parameters", "sparsity", "accuracy % (± std)",
+              f"TAR % @ FAR {REPORT_FAR:g}", "EER %", "AUC", "cosine to keras (mean / min)",
+              "stored threshold (FAR)", "FAR here"]
+    body = []
+    for row in report.rows:
+        point = row.operating_point()
+        tar = "-" if point is None else _pct(point["tar"]) + (" †" if point["limited_by_negatives"] else "")
+        agreement = row.cosine_to_keras
+        cosine = "ref" if row.kind == "keras" else (
+            "-" if agreement is None else f"{agreement['mean']:.4f} / {agreement['min']:.4f}")
+        stored = "-" if row.threshold is None else f"{row.threshold['threshold']:.4f} ({row.threshold['far']:g})"
+        achieved = "-" if row.threshold is None else f"{row.threshold['achieved_far']:.4f}"
+        body.append([row.name, _size(row.bytes), _size(row.gzip_bytes), _cell(row.parameters, "{:,}"),
+                     _cell(row.sparsity, "{:.1%}"), f"{_pct(row.accuracy)} ± {_pct(row.accuracy_std)}", tar,
+                     _pct(row.verification["eer"]["eer"]), f"{row.verification['auc']:.4f}", cosine, stored, achieved])
+    return header, body
+
+
+def _speed_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    threads = report.settings["threads"]
+    header = ["variant"] + [f"embed ms, {t} thread{'s' if t > 1 else ''} (median / p90)" for t in threads] + \
+        ["peak RSS MB", "model's share MB"]
+    body = []
+    for row in report.rows:
+        cells = [row.name]
+        for t in threads:
+            stats = (row.latency or {}).get(str(t))
+            cells.append("-" if stats is None else f"{stats['median_ms']:.2f} / {stats['p90_ms']:.2f}")
+        cells += ["-" if row.memory is None else f"{row.memory['peak_rss_mb']:.1f}",
+                  "-" if row.memory is None else f"{row.memory['model_rss_mb']:.1f}"]
+        body.append(cells)
+    return header, body
+
+
+def _footnotes(report: Report) -> list[str]:
+    lines = []
+    if any((row.operating_point() or {}).get("limited_by_negatives") for row in report.rows):
+        negatives = report.rows[0].verification["num_different"]
+        lines.append(f"† fewer than {1 / REPORT_FAR:g} different-person pairs ({negatives}): FAR {REPORT_FAR:g} "
+                     "cannot be measured, so this is the TAR with no false accept at all")
+    lines.append("stored threshold: the one in the model's metadata (as a device uses it); FAR here: the share of "
+                 "different-person pairs it accepts on this protocol")
+    return lines
+
+
+def _markdown_table(header: list[str], body: list[list[str]]) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    align = ["---"] + ["---:"] * (len(header) - 1)
+    return [line(header), "| " + " | ".join(align) + " |"] + [line(cells) for cells in body]
+
+
+def _render_markdown(report: Report) -> str:
+    lines = ["## edgeface report", "",
+             f"**Protocol:** {_protocol_line(report.protocol)}  ",
+             f"**Device:** {_describe_device(report.device)}", "",
+             "### Accuracy and size", ""]
+    lines += _markdown_table(*_quality_table(report))
+    lines += ["", f"**Recommendation:** {report.recommendation['text']}.", ""]
+    lines += [f"- {note}" for note in _footnotes(report)]
+    if report.settings["latency_runs"]:
+        lines += ["", f"### Speed and memory (measured, varies between runs; {report.settings['latency_runs']} "
+                      "embeddings per setting after warm-up, TF-free runtime)", ""]
+        lines += _markdown_table(*_speed_table(report))
+        if any(row.kind == "keras" for row in report.rows):
+            lines += ["", "- keras runs only under TensorFlow: it is not timed on the device runtime"]
+    if report.notes:
+        lines += ["", "### Notes", ""] + [f"- {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _render_html(report: Report) -> str:
+    def table(header: list[str], body: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in body)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+    plots = _plots(report)
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             "<title>edgeface report</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>edgeface report</h1>",
+             f"<p><b>Protocol:</b> {html.escape(_protocol_line(report.protocol))}<br>",
+             f"<b>Device:</b> {html.escape(_describe_device(report.device))}</p>",
+             "<h2>Accuracy and size</h2>", table(*_quality_table(report)),
+             f"<p class=\"rec\"><b>Recommendation:</b> {html.escape(report.recommendation['text'])}.</p>",
+             "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in _footnotes(report)) + "</ul>"]
+    if report.settings["latency_runs"]:
+        parts += ["<h2>Speed and memory</h2>",
+                  f"<p>Measured, varies between runs: {report.settings['latency_runs']} embeddings per setting after "
+                  "warm-up, through the TF-free runtime in a fresh process.</p>", table(*_speed_table(report))]
+    parts.append("<h2>Plots</h2>")
+    for title, png in plots:
+        encoded = base64.b64encode(png).decode("ascii")
+        parts.append(f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{encoded}\">"
+                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    if report.notes:
+        parts += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
+        "table{border-collapse:collapse;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}"
+        "td:not(:first-child){text-align:right}th{background:#f3f3f3}.rec{font-size:1.1em}"
+        "figure{display:inline-block;margin:1em}img{max-width:100%}")
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pareto(rows: Sequence[VariantRow]) -> list[VariantRow]:
+    """Rows no other row beats on both size and accuracy, smallest first."""
+    front, best = [], -1.0
+    for row in sorted(rows, key=lambda r: (r.bytes, -r.accuracy)):
+        if row.accuracy > best:
+            front.append(row)
+            best = row.accuracy
+    return front
+
+
+def _png(figure: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    # No "Software" tag: the same report gives the same bytes whatever matplotlib wrote it.
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _plots(report: Report) -> list[tuple[str, bytes]]:
+    # Figure + the Agg canvas directly: no pyplot, so no global backend switch in the caller's process.
+    from matplotlib.figure import Figure
+
+    rows = report.rows
+    recommended = report.recommendation.get("variant")
+    out = []
+
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    front = _pareto(rows)
+    # The front as a staircase out to the largest file: nothing beyond it is worth its size.
+    xs = [r.bytes for r in front] + [max(r.bytes for r in rows)]
+    ys = [r.accuracy * 100 for r in front] + [front[-1].accuracy * 100]
+    ax.step(xs, ys, where="post", color="0.6", linestyle="--", label="Pareto front", zorder=1)
+    for row in rows:
+        marker = "*" if row.name == recommended else ("s" if row.kind == "keras" else "o")
+        ax.plot(row.bytes, row.accuracy * 100, marker, markersize=14 if row.name == recommended else 7, zorder=2)
+        ax.annotate(row.name, (row.bytes, row.accuracy * 100), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    best = report.recommendation["best_accuracy"] * 100
+    ax.axhline(best - report.recommendation["tolerance_points"], color="tab:red", linewidth=0.8, linestyle=":",
+               label=f"best − {report.recommendation['tolerance_points']:g} points")
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (bytes)")
+    ax.set_ylabel("verification accuracy (%)")
+    ax.set_title("Accuracy vs size (★ recommended)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    out.append(("Accuracy vs file size, with the Pareto front", _png(figure)))
+
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    negatives = rows[0].verification["num_different"]
+    for row in rows:
+        if row.roc is None:
+            continue
+        far, tar = row.roc
+        keep = far > 0  # log axis: the (0, 0) point cannot be drawn
+        ax.plot(far[keep], tar[keep] * 100, label=row.name, linewidth=1.2)
+    ax.axvline(REPORT_FAR, color="0.5", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(1.0 / max(negatives, 1), 1.0)
+    ax.set_ylim(0, 101)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate (%)")
+    ax.set_title("ROC per variant")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    out.append(("ROC curves per variant", _png(figure)))
+
+    timed = [row for row in rows if row.latency]
+    if timed:
+        threads = report.settings["threads"]
+        figure = Figure(figsize=(7, 4.5))
+        ax = figure.add_subplot()
+        width = 0.8 / len(threads)
+        for j, t in enumerate(threads):
+            xs = [i + (j - (len(threads) - 1) / 2) * width for i in range(len(timed))]
+            medians = [row.latency[str(t)]["median_ms"] for row in timed]
+            p90 = [row.latency[str(t)]["p90_ms"] for row in timed]
+            ax.bar(xs, medians, width, label=f"{t} thread{'s' if t > 1 else ''}",
+                   yerr=[[0] * len(timed), [max(0.0, p - m) for p, m in zip(p90, medians)]], capsize=3)
+        ax.set_xticks(range(len(timed)), [row.name for row in timed], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("embed latency per face (ms; bar median, whisker p90)")
+        ax.set_title("Latency (TF-free runtime)")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        figure.tight_layout()
+        out.append(("Embedding latency per face", _png(figure)))
+    return out

@@ -1,0 +1,78 @@
+"""`edgeface report`: the typer command over :func:`edgeface.report.build_report`.
+
+Registered by ``edgeface.cli.register``; the progress bar lives here, not in the library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+
+class _Bars:
+    """``progress(stage, done, total)`` → one tqdm bar per stage, closed when the stage changes."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stage: Optional[str] = None
+        self.bar: Any = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="", leave=False, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.stage = None, None
+
+
+def report_command(
+    models: List[Path] = typer.Argument(..., help="model.keras (or its train folder), `edgeface convert` output "
+                                                   "folders (several are compared) and/or .tflite files."),
+    pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt); needs --images."),
+    images: Optional[Path] = typer.Option(None, help="Image root the pairs' paths are relative to."),
+    folds: str = typer.Option("6-10", help="Folds of --pairs to report: 'all', a range (6-10) or a list (1,2,3)."),
+    dataset: Optional[Path] = typer.Option(None, help="Instead of --pairs: one sub-folder per person; pairs are "
+                                                      "generated reproducibly."),
+    n_pairs: int = typer.Option(1000, "--n-pairs", help="Pairs to generate from --dataset (half same person)."),
+    seed: int = typer.Option(0, help="Seed of the generated pairs."),
+    out: Path = typer.Option(..., "--out", help="Folder for report.md, report.html and report.json."),
+    latency_runs: int = typer.Option(50, "--latency-runs", help="Timed embeddings per variant and thread count "
+                                                                 "(0: skip timing)."),
+    tolerance: float = typer.Option(0.5, help="Recommend the smallest variant within this many accuracy points "
+                                              "of the best."),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Report even when evaluation people were "
+                                                                      "in the training data (optimistic)."),
+    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models with aligned crops."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+) -> None:
+    """Compare a model and its converted variants: accuracy, size, speed; Markdown, HTML and JSON."""
+    from .cli import _fail, _handled_errors, _parse_folds, _setup_logging
+
+    _setup_logging(verbose)
+    bars = _Bars(progress)
+    try:
+        from ._report import build_report
+
+        report = build_report(models, pairs=pairs, images=images, dataset=dataset, n_pairs=n_pairs, seed=seed,
+                              folds=_parse_folds(folds), out_dir=out, latency_runs=latency_runs,
+                              tolerance=tolerance, allow_overlap=allow_overlap, detector=detector, progress=bars)
+    except _handled_errors() as exc:
+        raise _fail(exc) from None
+    finally:
+        bars.close()
+    typer.echo(f"Recommendation: {report.recommendation['text']}.")
+    for name in ("report.md", "report.html", "report.json"):
+        typer.echo(f"wrote {out / name}")
