@@ -1,0 +1,436 @@
+"""The backbone registry: name → builder, default input size, preprocessing, weights sources.
+
+Every builder constructs its layers directly on the ``input_tensor`` it is given, so the
+backbone's layers become layers of the final model (a *flat* model): QAT refuses models
+nested inside models. No builder adds a ``Rescaling`` layer (EfficientNet excepted: its
+stem normalisation is part of its ImageNet weights): models take float pixels already
+preprocessed with the entry's :class:`~edgeface_runtime._metadata.Preprocess`, which is
+what the device applies.
+
+Nothing here imports TensorFlow until a backbone is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from edgeface_runtime._metadata import Preprocess
+
+logger = logging.getLogger(__name__)
+
+# (pixel - mean) / std, per channel, in the entry's colour order.
+MOBILENET_PREPROCESS = Preprocess(color_order="RGB", mean=(127.5,) * 3, std=(127.5,) * 3, alignment="none")
+CAFFE_PREPROCESS = Preprocess(color_order="BGR", mean=(103.939, 116.779, 123.68), std=(1.0,) * 3, alignment="none")
+RAW_PREPROCESS = Preprocess(color_order="RGB", mean=(0.0,) * 3, std=(1.0,) * 3, alignment="none")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """One known weights file for a backbone (``kind`` "imagenet": Keras' own download)."""
+
+    kind: str
+    filename: str = ""
+    sha256: str = ""
+    url: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry. ``builder(input_tensor, weights)`` returns a Keras model whose
+    input is ``input_tensor``'s source and whose output is the last feature map (N, h, w, c);
+    ``weights`` is None or "imagenet" (local files are loaded by :func:`build_backbone`)."""
+
+    name: str
+    builder: Callable[[Any, str | None], Any]
+    default_input_size: tuple[int, int]
+    preprocess: Preprocess
+    weights_sources: tuple[WeightsSource, ...] = ()
+    family: str = ""
+    min_input_size: int = 32
+    # Regex whose first group (or whole match) names the block a layer belongs to; layers
+    # that do not match belong to the block before them (or, with block_marker_ends, to
+    # the block after them: Inception's "mixedN" concatenations end their blocks).
+    block_pattern: str | None = None
+    block_marker_ends: bool = False
+    description: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def preprocess_for(self, input_size: Sequence[int]) -> Preprocess:
+        return replace(self.preprocess, input_size=tuple(int(v) for v in input_size))
+
+
+@dataclass
+class Backbone:
+    """A built backbone and where its weights came from (recorded in the training card)."""
+
+    model: Any
+    spec: BackboneSpec
+    input_size: tuple[int, int]
+    weights: str  # "none", "imagenet", or the path of the file loaded
+    weights_sha256: str = ""
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.spec.preprocess_for(self.input_size)
+
+    def weights_record(self) -> dict[str, Any]:
+        return {"source": self.weights, "sha256": self.weights_sha256 or None}
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+_SIGNATURES: dict[str, list[list[tuple[int, ...]]]] = {}  # name → per-layer weight shapes (diagnosis cache)
+
+
+def register_backbone(
+    name: str,
+    builder: Callable[[Any, str | None], Any],
+    default_input_size: tuple[int, int],
+    preprocess: Preprocess,
+    weights_sources: Sequence[WeightsSource] = (),
+    *,
+    family: str = "",
+    min_input_size: int = 32,
+    block_pattern: str | None = None,
+    block_marker_ends: bool = False,
+    description: str = "",
+    overwrite: bool = False,
+) -> BackboneSpec:
+    """Add a backbone to the registry (see :class:`BackboneSpec` for the builder's contract)."""
+    _register_builtins()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", name):
+        raise ValueError(f"backbone names are lower-case letters, digits, '_' and '-', got {name!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
+    spec = BackboneSpec(
+        name=name, builder=builder, default_input_size=tuple(default_input_size), preprocess=preprocess,
+        weights_sources=tuple(weights_sources), family=family or name, min_input_size=min_input_size,
+        block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description,
+    )
+    _REGISTRY[name] = spec
+    _SIGNATURES.pop(name, None)
+    return spec
+
+
+def list_backbones() -> list[str]:
+    _register_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    _register_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        pass
+    close = closest_names(str(name), _REGISTRY)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise ValueError(f"unknown backbone {name!r}; {hint}available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def closest_names(query: str, names: Sequence[str], n: int = 3) -> list[str]:
+    """Registered names most like ``query`` ("MobileNet-V2-0.5" → "mobilenet_v2_050" first)."""
+    wanted = query.lower().replace(".", "").replace("-", "_")
+    scored = []
+    for name in names:
+        score = difflib.SequenceMatcher(None, wanted, name).ratio()
+        if name.startswith(wanted) or wanted.startswith(name):
+            score += 0.2  # a truncated or extended name ("mobilenet_v2_05") means that entry
+        scored.append((score, name))
+    return [name for score, name in sorted(scored, key=lambda s: (-s[0], s[1]))[:n] if score >= 0.5]
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_input_size(spec: BackboneSpec, input_size: Sequence[int]) -> tuple[int, int]:
+    try:
+        size = tuple(int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be (height, width), got {input_size!r}") from None
+    if len(size) != 2 or min(size) < spec.min_input_size:
+        raise ValueError(
+            f"backbone {spec.name!r} needs an input of at least {spec.min_input_size}x{spec.min_input_size} "
+            f"pixels, got input_size={input_size!r}"
+        )
+    return size  # type: ignore[return-value]
+
+
+def build_backbone(
+    name: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    input_size: Sequence[int] = (112, 112),
+    input_tensor: Any = None,
+) -> Backbone:
+    """Build backbone ``name`` on ``input_tensor`` (a new Input when None) and load its weights."""
+    from ._keras import keras
+
+    spec = get_backbone_spec(name)
+    size = _check_input_size(spec, input_size)
+    if input_tensor is None:
+        input_tensor = keras.Input(shape=(*size, 3), name="image")
+    else:
+        shape = tuple(input_tensor.shape[1:])
+        if shape != (*size, 3):
+            raise ValueError(f"input_tensor has shape {shape}, expected {(*size, 3)} for input_size={size}")
+
+    if weights is None or str(weights).lower() == "none":
+        return Backbone(spec.builder(input_tensor, None), spec, size, "none")
+    if str(weights).lower() == "imagenet":
+        if not any(s.kind == "imagenet" for s in spec.weights_sources):
+            raise ValueError(f"backbone {name!r} has no ImageNet weights; use weights=None or a weights file")
+        try:
+            model = spec.builder(input_tensor, "imagenet")
+        except Exception as exc:  # Keras' download raises a variety of errors offline
+            local = [s.filename for s in spec.weights_sources if s.kind == "imagenet" and s.filename]
+            hint = f" (the file is named {local[0]})" if local else ""
+            raise ValueError(
+                f"could not get the ImageNet weights of {name!r} through Keras: {exc}. Without network access, "
+                f"pass the path of a local Keras weights file as weights=...{hint}"
+            ) from exc
+        return Backbone(model, spec, size, "imagenet")
+    return _build_with_file(spec, input_tensor, size, os.fspath(weights))
+
+
+def _build_with_file(spec: BackboneSpec, input_tensor: Any, size: tuple[int, int], path: str) -> Backbone:
+    if not os.path.isfile(path):
+        raise ValueError(f"weights must be None, 'imagenet' or the path of a weights file; {path!r} does not exist")
+    digest = sha256_of(path)
+    known = _known_sha256()
+    if digest in known and known[digest] != spec.name:
+        raise ValueError(
+            f"{path} holds the weights of backbone {known[digest]!r} (sha256 {digest[:12]}…), not {spec.name!r}; "
+            f"use --backbone {known[digest]} or another weights file"
+        )
+    model = spec.builder(input_tensor, None)
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        guess = _diagnose(path, exclude=spec.name)
+        where = f" The file seems to be for {guess}." if guess else ""
+        raise ValueError(
+            f"the weights in {path} do not fit backbone {spec.name!r} at {size[0]}x{size[1]}: {_first_line(exc)}.{where}"
+        ) from exc
+    return Backbone(model, spec, size, path, digest)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _known_sha256() -> dict[str, str]:
+    _register_builtins()
+    return {s.sha256: spec.name for spec in _REGISTRY.values() for s in spec.weights_sources if s.sha256}
+
+
+def _file_signature(path: str) -> list[list[tuple[int, ...]]] | None:
+    """Per-layer weight shapes in a Keras 2 HDF5 weights file, in the file's layer order."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            group = fh["model_weights"] if "model_weights" in fh else fh
+            names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+            out = []
+            for layer in names:
+                weight_names = group[layer].attrs.get("weight_names", [])
+                shapes = [tuple(group[layer][w.decode() if isinstance(w, bytes) else w].shape) for w in weight_names]
+                if shapes:
+                    out.append(shapes)
+            return out
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _model_signature(name: str) -> list[list[tuple[int, ...]]]:
+    if name not in _SIGNATURES:
+        from ._keras import keras
+
+        spec = _REGISTRY[name]
+        size = max(spec.min_input_size, 32)
+        model = spec.builder(keras.Input(shape=(size, size, 3)), None)
+        _SIGNATURES[name] = [[tuple(w.shape) for w in layer.weights] for layer in model.layers if layer.weights]
+    return _SIGNATURES[name]
+
+
+def _diagnose(path: str, exclude: str) -> str:
+    """Name the registered backbone whose weight shapes match the file, or ''."""
+    signature = _file_signature(path)
+    if not signature:
+        return ""
+    # Same family first (cheap and most likely), then the rest; building is only for this error path.
+    family = _REGISTRY[exclude].family
+    order = sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].family != family, n))
+    for name in order:
+        if name == exclude:
+            continue
+        try:
+            if _model_signature(name) == signature:
+                desc = _REGISTRY[name].description
+                return f"{name!r}" + (f" ({desc})" if desc else "")
+        except Exception:  # a candidate that cannot be built here is simply not the answer
+            logger.debug("could not build %s to compare weights", name, exc_info=True)
+    return ""
+
+
+def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str]:
+    """The block key of each layer (see ``BackboneSpec.block_pattern``)."""
+    if not spec.block_pattern:
+        return list(layer_names)  # every layer is its own block
+    pattern = re.compile(spec.block_pattern)
+    keys: list[str | None] = []
+    for layer_name in layer_names:
+        found = pattern.search(layer_name)
+        keys.append(None if found is None else (found.group(1) if found.groups() and found.group(1) else found.group(0)))
+    if spec.block_marker_ends:
+        nxt = "top"
+        for i in range(len(keys) - 1, -1, -1):
+            if keys[i] is None:
+                keys[i] = nxt
+            else:
+                nxt = keys[i]
+    else:
+        prev = "stem"
+        for i, key in enumerate(keys):
+            if key is None:
+                keys[i] = prev
+            else:
+                prev = key
+    return keys  # type: ignore[return-value]
+
+
+def top_block_layers(spec: BackboneSpec, layers: Sequence[Any], n_blocks: int) -> list[Any]:
+    """The layers of the last ``n_blocks`` blocks (in layer order) of a backbone."""
+    keys = block_assignment(spec, [layer.name for layer in layers])
+    order: list[str] = []
+    for key in keys:
+        if not order or order[-1] != key:
+            if key in order:
+                order.remove(key)
+            order.append(key)
+    chosen = set(order[-n_blocks:]) if n_blocks > 0 else set()
+    return [layer for layer, key in zip(layers, keys) if key in chosen]
+
+
+# --------------------------------------------------------------------------- built-in entries
+
+def _mobilenet_v1(alpha: float):
+    def build(input_tensor, weights):
+        from ._keras import keras
+
+        return keras.applications.MobileNet(alpha=alpha, include_top=False, weights=weights, input_tensor=input_tensor)
+
+    return build
+
+
+def _mobilenet_v2(alpha: float):
+    def build(input_tensor, weights):
+        from ._keras import keras
+
+        return keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=weights, input_tensor=input_tensor)
+
+    return build
+
+
+def _mobilenet_v3(size: str):
+    def build(input_tensor, weights):
+        from ._keras import keras
+
+        cls = keras.applications.MobileNetV3Small if size == "small" else keras.applications.MobileNetV3Large
+        # include_preprocessing=False: no Rescaling inside; the input is already in [-1, 1].
+        return cls(include_top=False, weights=weights, input_tensor=input_tensor, include_preprocessing=False)
+
+    return build
+
+
+def _application(attr: str):
+    def build(input_tensor, weights):
+        from ._keras import keras
+
+        return getattr(keras.applications, attr)(include_top=False, weights=weights, input_tensor=input_tensor)
+
+    return build
+
+
+def _tiny(input_tensor, weights):
+    """A few conv+BN+ReLU blocks: trains in seconds at 32×32; for tests and examples only."""
+    from ._keras import keras
+
+    if weights is not None:
+        raise ValueError("the 'tiny' test backbone has no pretrained weights; use weights=None")
+    layers = keras.layers
+    x = input_tensor
+    for i, filters in enumerate((16, 32, 64), start=1):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"tiny_block{i}_conv")(x)
+        x = layers.BatchNormalization(name=f"tiny_block{i}_bn")(x)
+        x = layers.ReLU(name=f"tiny_block{i}_relu")(x)
+    return keras.Model(keras.utils.get_source_inputs(input_tensor), x, name="tiny")
+
+
+_KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_builtins_done = False
+
+
+def _register_builtins() -> None:
+    global _builtins_done
+    if _builtins_done:
+        return
+    _builtins_done = True
+    for alpha, tag in ((0.25, "025"), (0.5, "050"), (0.75, "075"), (1.0, "100")):
+        filename = {0.25: "mobilenet_2_5_224_tf_no_top.h5", 0.5: "mobilenet_5_0_224_tf_no_top.h5",
+                    0.75: "mobilenet_7_5_224_tf_no_top.h5", 1.0: "mobilenet_1_0_224_tf_no_top.h5"}[alpha]
+        sha = "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf" if alpha == 0.25 else ""
+        register_backbone(
+            f"mobilenet_v1_{tag}", _mobilenet_v1(alpha), (224, 224), MOBILENET_PREPROCESS,
+            (WeightsSource("imagenet", filename, sha, _KERAS_APPS + "mobilenet/" + filename),),
+            family="mobilenet_v1", block_pattern=r"^conv_(?:dw|pw|pad)_(\d+)", description=f"MobileNet v1, alpha {alpha:g}",
+        )
+    for alpha, tag in ((0.35, "035"), (0.5, "050"), (0.75, "075"), (1.0, "100")):
+        register_backbone(
+            f"mobilenet_v2_{tag}", _mobilenet_v2(alpha), (224, 224), MOBILENET_PREPROCESS,
+            (WeightsSource("imagenet"),), family="mobilenet_v2",
+            block_pattern=r"^block_(\d+)_", description=f"MobileNet v2, alpha {alpha:g}",
+        )
+    for size in ("small", "large"):
+        register_backbone(
+            f"mobilenet_v3_{size}", _mobilenet_v3(size), (224, 224), MOBILENET_PREPROCESS,
+            (WeightsSource("imagenet", note="hard-swish: no QAT"),), family="mobilenet_v3",
+            block_pattern=r"^expanded_conv(_\d+)?/", description=f"MobileNet v3 {size} (no QAT: hard-swish)",
+        )
+    register_backbone(
+        "efficientnet_b0", _application("EfficientNetB0"), (224, 224), RAW_PREPROCESS,
+        (WeightsSource("imagenet", note="normalises 0-255 RGB internally"),), family="efficientnet",
+        block_pattern=r"^block(\d[a-z])_", description="EfficientNet-B0 (keeps its internal rescaling)",
+    )
+    register_backbone(
+        "resnet50", _application("ResNet50"), (224, 224), CAFFE_PREPROCESS, (WeightsSource("imagenet"),),
+        family="resnet", block_pattern=r"^(conv\d_block\d+)_", description="ResNet-50 (caffe-style BGR input)",
+    )
+    register_backbone(
+        "vgg16", _application("VGG16"), (224, 224), CAFFE_PREPROCESS, (WeightsSource("imagenet"),),
+        family="vgg", block_pattern=r"^block(\d)_", description="VGG-16 (caffe-style BGR input)",
+    )
+    register_backbone(
+        "inception_v3", _application("InceptionV3"), (299, 299), MOBILENET_PREPROCESS, (WeightsSource("imagenet"),),
+        family="inception", min_input_size=75, block_pattern=r"^mixed(\d+)$", block_marker_ends=True,
+        description="Inception v3",
+    )
+    register_backbone(
+        "tiny", _tiny, (32, 32), MOBILENET_PREPROCESS, (), family="tiny", min_input_size=8,
+        block_pattern=r"^tiny_block(\d+)_", description="three conv blocks, for tests",
+    )

@@ -1,0 +1,8 @@
+"""Names of the choices training offers, importable without TensorFlow (configs validate early)."""
+
+HEADS = ("softmax", "arcface", "cosface")
+EMBEDDING_STYLES = ("standard", "seed")
+STRATEGIES = ("none", "mirrored", "multiworker")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "step", "constant")
+DATASETS = ("folder", "lfw")

@@ -1,0 +1,231 @@
+"""`edgeface demo`: the whole product, end to end, on LFW.
+
+train (transfer from ImageNet weights, on LFW people outside folds 6-10, detector-aligned
+crops) → convert (float32 and full int8; the full run adds float16, dynamic range, pruned
+and QAT int8) with thresholds calibrated on folds 6-10 → report → enroll a few folds 6-10
+people into a gallery and verify/identify their other photos (and strangers') through the
+TensorFlow-free runtime. Every artefact is written under ``out``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+EVAL_FOLDS = (6, 7, 8, 9, 10)
+
+
+@dataclass
+class DemoOptions:
+    """``data``: the LFW folder, or a data home holding ``lfw/`` (default ``$EDGEFACE_DATA_HOME``).
+    ``weights``: "imagenet" (Keras' download) or a local MobileNet v1 0.25 ``.h5``.
+    ``detector``: a BlazeFace short-range ``.tflite`` (default: the runtime's cached file)."""
+
+    out: Path = Path("runs/demo")
+    data: Path | None = None
+    weights: str = "imagenet"
+    detector: Path | None = None
+    quick: bool = False
+    people: int = 5
+    seed: int = 0
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    artefacts: dict[str, Path]
+    report_rows: list[dict[str, Any]]
+    device: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _plan(quick: bool) -> dict[str, Any]:
+    if quick:  # a few minutes on two cores: the pipeline, not the accuracy
+        return {"epochs_frozen": 1, "epochs": 4, "variants": "float32,int8", "latency_runs": 20,
+                "calibration_images": 200}
+    return {"epochs_frozen": 3, "epochs": 30, "variants": "float32,float16,dynamic,int8,pruned-int8,qat-int8",
+            "latency_runs": 100, "calibration_images": 400}
+
+
+def find_lfw_folder(data: Path | None) -> Path:
+    from ._data import find_lfw
+
+    if data is not None and (Path(data) / "lfw" / "pairs.txt").is_file():
+        data = Path(data) / "lfw"
+    return find_lfw(data)
+
+
+def write_eval_pairs(lfw: Path, destination: Path, folds: Sequence[int] = EVAL_FOLDS) -> Path:
+    """The LFW pairs of ``folds`` as their own LFW-format file (fold k of it = the k-th chosen fold)."""
+    lines = (lfw / "pairs.txt").read_text().splitlines()
+    count, per_fold = (int(v) for v in lines[0].split())
+    body = lines[1:]
+    chosen = []
+    for fold in folds:
+        chosen.extend(body[(fold - 1) * 2 * per_fold: fold * 2 * per_fold])
+    destination.write_text(f"{len(folds)}\t{per_fold}\n" + "\n".join(chosen) + "\n")
+    return destination
+
+
+def _write_calibration_crops(train_dataset: Any, crop: Callable[[str], Any], folder: Path, count: int,
+                             seed: int) -> Path:
+    """A folder of aligned face crops from training people: what int8 calibration should see."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in rng.permutation(len(train_dataset.paths))[:count]:
+        Image.fromarray(crop(train_dataset.paths[i])).save(folder / f"crop_{int(i):05d}.png")
+    return folder
+
+
+def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any]:
+    """Enroll ``people`` folds 6-10 people from 2 photos each; identify their other photos and strangers'."""
+    from edgeface_runtime import FaceVerifier, NoFaceError
+    from edgeface_runtime._metrics import lfw_identities_in_folds, read_pairs
+
+    from ._data import lfw_image_root
+
+    root = lfw_image_root(lfw)
+    names = sorted(lfw_identities_in_folds(read_pairs(lfw / "pairs.txt"), EVAL_FOLDS))
+    by_count = sorted(names, key=lambda n: (-len(list((root / n).glob("*.jpg"))), n))
+    enrolled, strangers = by_count[:people], by_count[people:2 * people]
+    gallery = out / "gallery.db"
+    if gallery.exists():
+        gallery.unlink()
+    photos = {n: sorted((root / n).glob("*.jpg")) for n in enrolled + strangers}
+    outcome = {"genuine_accepted": 0, "genuine_total": 0, "genuine_correct_name": 0, "stranger_accepted": 0,
+               "stranger_total": 0, "no_face": 0}
+    started = time.perf_counter()
+    with FaceVerifier.from_path(model, detector_path=detector, gallery_path=gallery) as verifier:
+        for name in enrolled:
+            verifier.enroll(name, [str(p) for p in photos[name][:2]])
+        for name in enrolled + strangers:
+            probes = photos[name][2:5] if name in enrolled else photos[name][:3]
+            for probe in probes:
+                try:
+                    best = verifier.identify(str(probe)).best
+                except NoFaceError:
+                    outcome["no_face"] += 1
+                    continue
+                if name in enrolled:
+                    outcome["genuine_total"] += 1
+                    outcome["genuine_accepted"] += best is not None
+                    outcome["genuine_correct_name"] += best is not None and best.name == name
+                else:
+                    outcome["stranger_total"] += 1
+                    outcome["stranger_accepted"] += best is not None
+        same = verifier.verify(str(photos[enrolled[0]][0]), str(photos[enrolled[0]][1]))
+        different = verifier.verify(str(photos[enrolled[0]][0]), str(photos[strangers[0]][0]))
+        threshold, far = verifier.threshold()
+    outcome.update(enrolled=enrolled, strangers=strangers, gallery=str(gallery), threshold=threshold, far=far,
+                   verify_same={"pair": [photos[enrolled[0]][0].name, photos[enrolled[0]][1].name],
+                                "same": same.same, "score": same.score},
+                   verify_different={"pair": [photos[enrolled[0]][0].name, photos[strangers[0]][0].name],
+                                     "same": different.same, "score": different.score},
+                   seconds=time.perf_counter() - started)
+    return outcome
+
+
+def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.info) -> DemoResult:
+    """Run the pipeline; ``progress`` receives one line per stage."""
+    from edgeface_converters import convert, format_table
+
+    from ._data import CropMaker
+    from ._report import build_report
+    from ._train import TrainConfig, train
+
+    plan = _plan(options.quick)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lfw = find_lfw_folder(options.data)
+    detector = str(options.detector) if options.detector else None
+    seconds: dict[str, float] = {}
+
+    progress(f"[1/5] training MobileNet v1 0.25 (weights: {options.weights}) on LFW people outside folds 6-10")
+    t0 = time.perf_counter()
+    config = TrainConfig(
+        recipe="lfw-mobilenet-v1-025", data=str(lfw), weights=options.weights, align=True, detector=detector,
+        epochs_frozen=plan["epochs_frozen"], epochs=plan["epochs"], out=str(out / "train"), seed=options.seed,
+    )
+    trained = train(config)
+    seconds["train"] = time.perf_counter() - t0
+
+    progress("[2/5] converting to TFLite, thresholds calibrated at FAR 1e-3 on folds 6-10")
+    t0 = time.perf_counter()
+    from ._data import load_lfw, lfw_image_root
+
+    train_people, _ = load_lfw(lfw)
+    crop = CropMaker(str(lfw_image_root(lfw)), config.input_size, align=True, detector=detector)
+    calibration = _write_calibration_crops(train_people, crop, out / "calibration", plan["calibration_images"],
+                                           options.seed)
+    eval_pairs = write_eval_pairs(lfw, out / "pairs_folds_6-10.txt")
+    finetune = None
+    if any(v in plan["variants"] for v in ("pruned", "qat", "clustered")):
+        finetune = _finetune_data(train_people, config, detector, options.seed)
+    manifest = convert(trained.model_path, out / "variants", plan["variants"], calibration=calibration,
+                       data=finetune, calibration_pairs=eval_pairs, pairs_root=lfw_image_root(lfw),
+                       face_detector=None, seed=options.seed)
+    progress(format_table(manifest))
+    seconds["convert"] = time.perf_counter() - t0
+
+    progress("[3/5] report: accuracy, size and latency of every variant on folds 6-10")
+    t0 = time.perf_counter()
+    report = build_report([trained.model_path, out / "variants"], pairs=eval_pairs, images=lfw_image_root(lfw),
+                          folds=None, latency_runs=plan["latency_runs"], detector=detector)
+    written = report.write(out / "report")
+    progress(report.to_markdown())
+    seconds["report"] = time.perf_counter() - t0
+
+    progress("[4/5] device: enroll, identify and verify with the int8 model through edgeface_runtime")
+    int8 = next((r for r in manifest.variants if r.name == "int8" and r.ok), None)
+    if int8 is None:
+        raise RuntimeError("the int8 variant failed to convert; see " + str(out / "variants" / "manifest.json"))
+    device = _device_check(out / "variants" / int8.file, options.detector, lfw, out, options.people)
+    seconds["device"] = device["seconds"]
+
+    artefacts = {"model": trained.model_path, "training card": trained.card_path,
+                 "variants": out / "variants", "manifest": out / "variants" / "manifest.json",
+                 "report (markdown)": written["report.md"], "report (html)": written["report.html"],
+                 "gallery": Path(device["gallery"])}
+    rows = [row.to_dict() if hasattr(row, "to_dict") else dict(row.__dict__) for row in report.rows]
+    return DemoResult(out, artefacts, rows, device, seconds)
+
+
+def _finetune_data(train_people: Any, config: Any, detector: str | None, seed: int):
+    """Fine-tuning data for the pruned/QAT variants: the training people only (never folds 6-10)."""
+    from edgeface_converters import FineTuneData
+
+    from ._backbones import get_backbone_spec
+    from ._data import CropMaker, decode_dataset, make_train_dataset
+
+    preprocess = get_backbone_spec(config.backbone).preprocess_for(config.input_size)
+    crop = CropMaker(train_people.root, config.input_size, align=True, detector=detector)
+    people, crops = decode_dataset(train_people, crop)
+    dataset = make_train_dataset(people, batch_size=32, preprocess=preprocess, crops=crops, seed=seed)
+    return FineTuneData(dataset=dataset, num_classes=people.num_classes,
+                        describe={"source": "LFW people outside folds 6-10", "images": len(people)})
+
+
+def format_summary(result: DemoResult) -> str:
+    d = result.device
+    lines = ["", "edgeface demo: done", ""]
+    lines += [f"  {name:<18} {path}" for name, path in result.artefacts.items()]
+    lines += ["", f"device check (int8 model, threshold {d['threshold']:.4f} at FAR {d['far']:g}):",
+              f"  enrolled {len(d['enrolled'])} people (2 photos each): {', '.join(d['enrolled'])}",
+              f"  their other photos accepted: {d['genuine_accepted']}/{d['genuine_total']} "
+              f"(right name: {d['genuine_correct_name']})",
+              f"  strangers' photos accepted: {d['stranger_accepted']}/{d['stranger_total']}",
+              f"  verify {d['verify_same']['pair'][0]} vs {d['verify_same']['pair'][1]}: "
+              f"{'SAME' if d['verify_same']['same'] else 'DIFFERENT'} ({d['verify_same']['score']:.3f})",
+              f"  verify {d['verify_different']['pair'][0]} vs {d['verify_different']['pair'][1]}: "
+              f"{'SAME' if d['verify_different']['same'] else 'DIFFERENT'} ({d['verify_different']['score']:.3f})",
+              "", "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())]
+    return "\n".join(lines)

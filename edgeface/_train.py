@@ -1,0 +1,606 @@
+"""Transfer learning of a face-embedding model: configuration, the two-stage loop, outputs.
+
+Stage 1 trains the head on a frozen backbone (``trainable=False``, so its BatchNorm layers
+run on their moving statistics); stage 2 unfreezes the top blocks (or all) at a lower
+learning rate. After every epoch the embedding model is scored on held-out *people*
+(k-fold accuracy on verification pairs): that picks the best epoch and drives early
+stopping. Each epoch is checkpointed so ``resume=True`` continues an interrupted run.
+
+Outputs in ``out``: ``model.keras`` (the embedding model only, metadata inside, written
+atomically), ``training_card.json`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgeface_runtime._metadata import ModelMetadata
+
+from ._choices import DATASETS, EMBEDDING_STYLES, HEADS, OPTIMIZERS, SCHEDULES, STRATEGIES
+from ._modelio import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "training_card.json"
+MODEL_NAME = "model.keras"
+
+# Named recipes: values that replace the defaults (anything set explicitly still wins).
+RECIPES: dict[str, dict[str, Any]] = {
+    # The seed project's model: VGG16 + GAP + Dense(1024, relu) + softmax, Adam, cross-entropy.
+    "seed-vgg16": {
+        "backbone": "vgg16", "weights": "imagenet", "input_size": (224, 224), "embedding_size": 1024,
+        "embedding_style": "seed", "head": "softmax", "optimizer": "adam", "weight_decay": 0.0,
+        "lr": 1e-4, "schedule": "constant", "dropout": 0.0,
+    },
+    # The benchmark: MobileNet v1 0.25 at 112x112, 128-d, ArcFace, LFW outside folds 6-10.
+    "lfw-mobilenet-v1-025": {
+        "backbone": "mobilenet_v1_025", "dataset": "lfw", "input_size": (112, 112), "embedding_size": 128,
+        "head": "arcface", "epochs_frozen": 3, "epochs": 57, "batch_size": 64, "lr": 1e-3, "lr_finetune": 1e-3,
+        "scale": 32.0, "margin": 0.3, "patience": None, "val_fraction": 0.1,
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; loadable from TOML (:meth:`from_toml`).
+
+    ``epochs_frozen`` epochs train the head on the frozen backbone, then ``epochs`` more
+    fine-tune with ``unfreeze`` ("all" or the number of top blocks) at ``lr_finetune``
+    (default ``lr / 10`` after a frozen stage, else ``lr``). ``align`` crops faces with the
+    runtime's BlazeFace detector (``detector``: its ``.tflite``; default: the runtime's
+    cache) and ``align_face``; otherwise crops are ``center_crop``s (roughly aligned data
+    such as deep-funneled LFW). ``recipe`` names an entry of ``RECIPES`` whose values replace
+    the defaults of the fields you do not set.
+    """
+
+    # data
+    data: str | None = None
+    dataset: str = "folder"
+    val_fraction: float = 0.1
+    val_pairs: int = 600
+    min_images: int = 1
+    max_unreadable: float = 0.05
+    align: bool = False
+    detector: str | None = None
+    cache_bytes: int = 4 << 30
+    balanced: bool = False
+    augment: dict = field(default_factory=dict)
+    # model
+    backbone: str = "mobilenet_v2_050"
+    weights: str | None = "imagenet"
+    input_size: tuple = (112, 112)
+    embedding_size: int = 128
+    embedding_style: str = "standard"
+    dropout: float = 0.2
+    head: str = "arcface"
+    scale: float | None = None
+    margin: float | None = None
+    recipe: str | None = None
+    # optimisation
+    epochs_frozen: int = 3
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_finetune: float | None = None
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    unfreeze: Any = "all"
+    freeze_bn: bool = False
+    patience: int | None = 10
+    steps_per_epoch: int | None = None
+    # run
+    out: str = "runs/edgeface"
+    name: str = ""
+    resume: bool = False
+    seed: int = 0
+    strategy: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"unknown recipe {self.recipe!r}; {_closest(self.recipe, RECIPES)}")
+            defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
+            for key, value in RECIPES[self.recipe].items():
+                if _same(getattr(self, key), defaults.get(key)):
+                    setattr(self, key, value)
+        self.input_size = _size(self.input_size)
+        if isinstance(self.weights, str) and self.weights.lower() in ("none", ""):
+            self.weights = None
+        if isinstance(self.unfreeze, str) and self.unfreeze.isdigit():
+            self.unfreeze = int(self.unfreeze)
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        data = dict(data.get("train", data)) if isinstance(data.get("train"), Mapping) else dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; {_closest(unknown[0], known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
+        """Read a TOML file (top-level keys or a ``[train]`` table); ``overrides`` win."""
+        import tomllib
+
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ValueError(f"config file not found: {str(path)!r}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path} is not valid TOML: {exc}") from exc
+        if isinstance(data.get("train"), Mapping):
+            data = dict(data["train"])
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_size"] = list(self.input_size)
+        return out
+
+    # ---------------------------------------------------------------- checks
+    def validate(self) -> None:
+        from ._backbones import get_backbone_spec
+
+        spec = get_backbone_spec(self.backbone)
+        if min(self.input_size) < spec.min_input_size:
+            raise ValueError(f"backbone {self.backbone!r} needs input_size of at least {spec.min_input_size}, "
+                             f"got {self.input_size}")
+        _choice("head", self.head, HEADS)
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("embedding_style", self.embedding_style, EMBEDDING_STYLES)
+        if self.dataset == "folder" and not self.data:
+            raise ValueError("no training data: set data to a folder with one sub-folder of images per person "
+                             "(--data DIR), or use LFW (--lfw)")
+        for name in ("epochs_frozen", "epochs"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.epochs_frozen + self.epochs < 1:
+            raise ValueError("nothing to train: epochs_frozen + epochs must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
+        for name in ("lr", "lr_finetune"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.unfreeze == "all" or (isinstance(self.unfreeze, int) and self.unfreeze >= 0)):
+            raise ValueError(f"unfreeze must be 'all' or a number of top blocks >= 0, got {self.unfreeze!r}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be positive, got {self.steps_per_epoch!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be positive (or None to disable early stopping), got {self.patience!r}")
+        if self.embedding_size < 2:
+            raise ValueError(f"embedding_size must be at least 2, got {self.embedding_size!r}")
+        from ._data import Augment
+
+        Augment.from_dict(self.augment)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be (height, width) or one number, got {value!r}") from None
+    return h, w
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _closest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(options))}"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path
+    card_path: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+    card: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class _Data:
+    train: Any
+    train_crops: np.ndarray | None
+    crop: Any
+    val: Any
+    val_crops: np.ndarray | None
+    val_pairs: list
+    eval_pairs: list
+    eval_root: str | None
+    describe: dict[str, Any]
+
+
+def _load_data(config: TrainConfig, preprocess) -> _Data:
+    from edgeface_runtime._metrics import generate_pairs
+
+    from ._data import CropMaker, decode_dataset, load_lfw, scan_folder, scan_readable, split_identities
+
+    eval_pairs: list = []
+    if config.dataset == "lfw":
+        full, eval_pairs = load_lfw(config.data, min_images=config.min_images)
+    else:
+        full = scan_folder(config.data, min_images=config.min_images)  # type: ignore[arg-type]
+    crop = CropMaker(full.root, config.input_size, align=config.align, detector=config.detector)
+    if full.num_classes < 2:
+        raise ValueError(f"{full.root} holds {full.num_classes} person; training a face model needs at least 2 "
+                         "people (one sub-folder per person)")
+    train, val = split_identities(full, config.val_fraction, config.seed)
+
+    val_crops, val_pairs = None, []
+    if val is not None:
+        val, val_crops = decode_dataset(val, crop, max_unreadable=config.max_unreadable)
+        half = min(config.val_pairs // 2, int(sum(c * (c - 1) // 2 for c in val.counts())))
+        folds = max(1, min(5, half))
+        if half >= 1 and val.num_classes >= 2:
+            with warnings.catch_warnings():  # small validation sets share people across folds: expected
+                warnings.simplefilter("ignore", RuntimeWarning)
+                val_pairs = generate_pairs(val.by_identity(), 2 * max(half, folds), config.seed, folds=folds)
+        else:
+            val = None
+
+    h, w = config.input_size
+    if len(train) * h * w * 3 <= config.cache_bytes:
+        train, train_crops = decode_dataset(train, crop, max_unreadable=config.max_unreadable)
+    else:
+        logger.info("%d images do not fit cache_bytes=%d: decoding them on every epoch", len(train), config.cache_bytes)
+        train, train_crops = scan_readable(train, max_unreadable=config.max_unreadable), None
+    if train.num_classes < 2:
+        raise ValueError(f"only {train.num_classes} person left to train on after the validation split and "
+                         "unreadable images; add people or lower val_fraction")
+    describe = {
+        **full.describe(),
+        "train": {**train.describe(), "identity_names": train.identities},
+        "validation": None if val is None else {**val.describe(), "identity_names": val.identities,
+                                                "pairs": len(val_pairs)},
+        "unreadable_files": [{"path": p, "reason": r} for p, r in train.skipped][:100],
+        "crop": "align_face (BlazeFace keypoints, arcface template)" if config.align else "center_crop",
+    }
+    if config.align:
+        describe["no_face_detected"] = crop.no_face  # these were centre-cropped instead
+    if eval_pairs:
+        describe["evaluation"] = {"pairs_file": "pairs.txt", "folds": [6, 7, 8, 9, 10], "pairs": len(eval_pairs)}
+    return _Data(train, train_crops, crop, val, val_crops, val_pairs, eval_pairs,
+                 full.root if eval_pairs else None, describe)
+
+
+def _make_strategy(name: str):
+    from ._keras import tf
+
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # All GPUs; without GPUs, all logical CPU devices (one unless configured: used by tests).
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+                  [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _schedule(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int):
+    from ._keras import keras
+
+    steps = epochs * steps_per_epoch
+    warmup = min(steps - 1, int(round(config.warmup_epochs * steps_per_epoch)))
+    if config.schedule == "cosine":
+        if warmup > 0:
+            return keras.optimizers.schedules.CosineDecay(lr * 0.01, max(1, steps - warmup), alpha=0.01,
+                                                          warmup_target=lr, warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(lr, max(1, steps), alpha=0.01)
+    if config.schedule == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [max(1, steps // 2), max(2, (3 * steps) // 4)], [lr, lr * 0.1, lr * 0.01])
+    return lr
+
+
+def _optimizer(config: TrainConfig, schedule):
+    from ._keras import keras
+
+    if config.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
+        # Decay weights, not normalisation parameters or biases.
+        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "moving_"])
+        return opt
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True,
+                                weight_decay=config.weight_decay or None)
+
+
+def _set_trainable(backbone, stage: str, config: TrainConfig) -> int:
+    """Freeze or unfreeze backbone layers for a stage; return the number of trainable backbone layers."""
+    from ._backbones import top_block_layers
+    from ._keras import keras
+
+    layers = [layer for layer in backbone.model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if stage == "frozen":
+        chosen: list = []
+    elif config.unfreeze == "all":
+        chosen = layers
+    else:
+        chosen = top_block_layers(backbone.spec, layers, int(config.unfreeze))
+    chosen_ids = {id(layer) for layer in chosen}
+    for layer in layers:
+        train_it = id(layer) in chosen_ids
+        if train_it and config.freeze_bn and isinstance(layer, keras.layers.BatchNormalization):
+            train_it = False
+        layer.trainable = train_it
+    return sum(1 for layer in layers if layer.trainable and layer.weights)
+
+
+class _Tracker:
+    """Per-epoch bookkeeping: validation score, best weights, early stopping, checkpoints."""
+
+    def __init__(self, out: Path, models, preprocess, data: _Data, config: TrainConfig, state: dict):
+        self.out, self.models, self.preprocess, self.data, self.config = out, models, preprocess, data, config
+        self.state = state
+        self.ckpt_dir = out / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def best_path(self) -> Path:
+        return self.ckpt_dir / "best.weights.h5"
+
+    def validate(self) -> dict[str, float] | None:
+        if self.data.val is None or not self.data.val_pairs:
+            return None
+        from edgeface_runtime._metrics import kfold_accuracy, roc_auc
+
+        from ._data import embed_crops
+
+        emb = embed_crops(self.models.embedding, self.data.val_crops, self.preprocess)
+        index = {p: i for i, p in enumerate(self.data.val.paths)}
+        pairs = [p for p in self.data.val_pairs if p.path_a in index and p.path_b in index]
+        scores = np.sum(emb[[index[p.path_a] for p in pairs]] * emb[[index[p.path_b] for p in pairs]], axis=1)
+        labels = np.array([p.same for p in pairs])
+        folds = np.array([p.fold for p in pairs])
+        kfold = kfold_accuracy(scores, labels, folds if len(np.unique(folds)) > 1 else 2)
+        return {"val_accuracy": kfold.mean, "val_accuracy_std": kfold.std, "val_auc": roc_auc(scores, labels)}
+
+    def end_epoch(self, stage_index: int, stage: str, epoch: int, logs: Mapping[str, Any], checkpoint, seconds: float) -> bool:
+        """Record the epoch; return True to stop the stage early."""
+        row = {"stage": stage, "epoch": epoch + 1, "seconds": round(seconds, 2),
+               **{k: float(v) for k, v in (logs or {}).items()}}
+        val = self.validate()
+        stop = False
+        if val is not None:
+            row.update(val)
+            # Ties go to the later epoch: same accuracy after more training usually generalises better.
+            if val["val_accuracy"] >= self.state.get("best", -1.0):
+                self.state.update(best=val["val_accuracy"], best_epoch={"stage": stage, "epoch": epoch + 1}, wait=0)
+                self.models.embedding.save_weights(self.best_path)
+            else:
+                self.state["wait"] = self.state.get("wait", 0) + 1
+                stop = self.config.patience is not None and self.state["wait"] >= self.config.patience
+        self.state["history"].append(row)
+        self.state.update(stage_index=stage_index, epoch=epoch + 1)
+        checkpoint.write(str(self.ckpt_dir / "ckpt"))
+        atomic_write_text(self.ckpt_dir / "state.json", json.dumps(self.state, indent=1, default=_json_default))
+        logger.info("%s epoch %d: %s", stage, epoch + 1,
+                    ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+        if stop:
+            logger.info("no validation improvement in %d epochs: ending the %s stage", self.config.patience, stage)
+            self.state["wait"] = 0
+        return stop
+
+
+def _resume_state(out: Path, config: TrainConfig, fingerprint: dict) -> dict | None:
+    path = out / "checkpoints" / "state.json"
+    if not config.resume:
+        return None
+    if not path.is_file():
+        raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to start")
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        changed = sorted(k for k in fingerprint if state.get("fingerprint", {}).get(k) != fingerprint[k])
+        raise ValueError(f"cannot resume {out}: the run was started with different {', '.join(changed)}; "
+                         "use the same settings or another --out")
+    return state
+
+
+def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train an embedding model as ``config`` says; write ``model.keras`` and the training card.
+
+    ``verbose`` is passed to Keras' ``fit`` (0 silent, 1 progress bar, 2 one line per
+    epoch); library users get progress through ``logging`` instead.
+    """
+    config.validate()
+    started = time.monotonic()
+    from ._backbones import build_backbone
+    from ._heads import build_face_models
+    from ._keras import keras, tf
+    from ._modelio import save_model
+
+    # First TensorFlow work of the run: MultiWorkerMirroredStrategy must precede every other op.
+    strategy = _make_strategy(config.strategy)
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(config.seed)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from ._backbones import get_backbone_spec
+
+    spec = get_backbone_spec(config.backbone)
+    preprocess = dataclasses.replace(spec.preprocess_for(config.input_size),
+                                     alignment="arcface" if config.align else "none")
+    if config.resume and not (out / "checkpoints" / "state.json").is_file():
+        raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to start")
+    data = _load_data(config, preprocess)
+    fingerprint = {"backbone": config.backbone, "input_size": list(config.input_size), "head": config.head,
+                   "embedding_size": config.embedding_size, "embedding_style": config.embedding_style,
+                   "identities": data.train.num_classes, "epochs_frozen": config.epochs_frozen,
+                   "epochs": config.epochs, "batch_size": config.batch_size}
+    state = _resume_state(out, config, fingerprint) or {"fingerprint": fingerprint, "history": [], "stage_index": 0,
+                                                        "epoch": 0, "wait": 0}
+
+    with strategy.scope():
+        backbone = build_backbone(config.backbone, weights=config.weights, input_size=config.input_size)
+        models = build_face_models(backbone.model.input, backbone.model.output, num_classes=data.train.num_classes,
+                                   embedding_size=config.embedding_size, dropout=config.dropout, head=config.head,
+                                   style=config.embedding_style, scale=config.scale, margin=config.margin,
+                                   name=config.name or "edgeface")
+    if config.weights is None and config.epochs_frozen:
+        logger.warning("epochs_frozen=%d with a randomly initialised backbone trains the head on random features",
+                       config.epochs_frozen)
+    tracker = _Tracker(out, models, preprocess, data, config, state)
+    if config.resume and state["history"]:  # the weights as of the last finished epoch
+        with strategy.scope():
+            tf.train.Checkpoint(model=models.training).read(str(tracker.ckpt_dir / "ckpt")).expect_partial()
+
+    steps = config.steps_per_epoch or max(1, len(data.train) // config.batch_size)
+    stages = [s for s in (("frozen", config.epochs_frozen, config.lr),
+                          ("finetune", config.epochs, _finetune_lr(config))) if s[1] > 0]
+    done_epochs = sum(1 for _ in state["history"])
+    for index, (stage, epochs, lr) in enumerate(stages):
+        if index < state["stage_index"] or (index == state["stage_index"] and state["epoch"] >= epochs):
+            continue
+        first_epoch = state["epoch"] if index == state["stage_index"] else 0
+        with strategy.scope():
+            n_trainable = _set_trainable(backbone, stage, config)
+            optimizer = _optimizer(config, _schedule(config, lr, epochs, steps))
+            models.training.compile(optimizer=optimizer,
+                                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            checkpoint = tf.train.Checkpoint(model=models.training, optimizer=optimizer)
+            if config.resume and first_epoch > 0:  # mid-stage: the optimizer state too (incl. the schedule's step)
+                optimizer.build(models.training.trainable_variables)
+                checkpoint.read(str(tracker.ckpt_dir / "ckpt")).expect_partial()
+                logger.info("resumed %s at stage %s epoch %d", out, stage, first_epoch)
+        state.update(stage_index=index, epoch=first_epoch, wait=state.get("wait", 0) if first_epoch else 0)
+        logger.info("stage %s: %d epochs of %d steps, lr %g, %d trainable backbone layers",
+                    stage, epochs, steps, lr, n_trainable)
+        dataset = _dataset(config, data, preprocess, start_epoch=done_epochs)
+        epoch_callback = _epoch_callback(tracker, index, stage, checkpoint)
+        models.training.fit(dataset, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
+                            callbacks=[epoch_callback, *callbacks], verbose=verbose)
+        done_epochs += epochs - first_epoch
+        state.update(stage_index=index + 1, epoch=0)
+
+    if tracker.best_path.is_file() and data.val is not None:
+        models.embedding.load_weights(tracker.best_path)
+    metrics: dict[str, Any] = {"best_validation": {k: state.get(k) for k in ("best", "best_epoch")}}
+    if data.eval_pairs:
+        from ._data import embed_crops
+        from ._evaluate import score_pairs
+
+        report, _, _ = score_pairs(data.eval_pairs, data.eval_root, lambda c: embed_crops(models.embedding, c, preprocess),
+                                   preprocess, max_unreadable=config.max_unreadable, crop=data.crop)
+        metrics["lfw_folds_6_10"] = report
+        logger.info("LFW folds 6-10: accuracy %.4f ± %.4f", report["accuracy"]["mean"], report["accuracy"]["std"])
+
+    card = _card(config, data, backbone, preprocess, state, metrics, time.monotonic() - started, steps)
+    card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync)}
+    metadata = ModelMetadata(preprocess=preprocess, embedding_size=config.embedding_size, name=config.name or out.name,
+                             extra={"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
+                                    "weights": backbone.weights_record(), "dataset": config.dataset})
+    model_path = save_model(models.embedding, out / MODEL_NAME, metadata)
+    card_path = out / CARD_NAME
+    atomic_write_text(card_path, json.dumps(card, indent=1, default=_json_default))
+    return TrainResult(out, model_path, card_path, metrics, state["history"], card)
+
+
+def _finetune_lr(config: TrainConfig) -> float:
+    if config.lr_finetune is not None:
+        return config.lr_finetune
+    # After a frozen stage, fine-tune gently; a single stage (e.g. from random init) uses lr itself.
+    return config.lr / 10.0 if config.epochs_frozen > 0 else config.lr
+
+
+def _dataset(config: TrainConfig, data: _Data, preprocess, start_epoch: int):
+    from ._data import Augment, make_train_dataset
+
+    return make_train_dataset(data.train, batch_size=config.batch_size, preprocess=preprocess,
+                              crops=data.train_crops, crop=None if data.train_crops is not None else data.crop,
+                              augment=Augment.from_dict(config.augment), balanced=config.balanced,
+                              seed=config.seed, start_epoch=start_epoch)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (Path, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _card(config: TrainConfig, data: _Data, backbone, preprocess, state: dict, metrics: dict, seconds: float,
+          steps: int) -> dict[str, Any]:
+    from edgeface_runtime._version import __version__ as runtime_version
+
+    from ._keras import keras, tf
+
+    return {
+        "format": "edgeface-training-card/1",
+        "name": config.name or Path(config.out).name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": data.describe,
+        "backbone": {"name": config.backbone, "description": backbone.spec.description,
+                     "input_size": list(config.input_size), "weights": backbone.weights_record()},
+        "head": {"embedding_size": config.embedding_size, "style": config.embedding_style, "training_head": config.head,
+                 "scale": config.scale, "margin": config.margin},
+        "preprocess": preprocess.to_dict(),
+        "hyperparameters": {**config.to_dict(), "steps_per_epoch": steps},
+        "metrics": metrics,
+        "history": state["history"],
+        "wall_time_seconds": round(seconds, 1),
+        "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
+                        "tf_keras": keras.__version__, "edgeface_runtime": runtime_version,
+                        "devices": [d.name for d in tf.config.list_logical_devices()]},
+    }
+
+
+def _epoch_callback(tracker: _Tracker, stage_index: int, stage: str, checkpoint):
+    """A Keras callback reporting each epoch to ``tracker`` (built here: Keras loads lazily)."""
+    from ._keras import keras
+
+    class EpochCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t0 = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.monotonic() - getattr(self, "_t0", time.monotonic())
+            if tracker.end_epoch(stage_index, stage, epoch, logs or {}, checkpoint, seconds):
+                self.model.stop_training = True
+
+    return EpochCallback()

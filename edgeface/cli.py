@@ -1,0 +1,178 @@
+"""The training commands (`edgeface train`, `edgeface evaluate`), joined to the runtime's CLI.
+
+The runtime's typer app finds :func:`register` through the ``edgeface.commands`` entry-point
+group. Commands only parse options and call the library; TensorFlow is imported inside
+them, so `edgeface --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: BaseException) -> "typer.Exit":
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _handled_errors() -> tuple[type[BaseException], ...]:
+    from edgeface_runtime._errors import EdgefaceError
+
+    return (ValueError, EdgefaceError, FileNotFoundError)
+
+
+def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*", text)
+    if not found:
+        raise ValueError(f"--input-size takes N or HxW (e.g. 112 or 112x96), got {text!r}")
+    h = int(found.group(1))
+    return h, int(found.group(2) or h)
+
+
+def _parse_folds(text: str) -> Optional[list[int]]:
+    if text.strip().lower() == "all":
+        return None
+    folds: list[int] = []
+    for part in text.split(","):
+        found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", part)
+        if not found:
+            raise ValueError(f"--folds takes 'all', a range like 6-10 or a list like 1,2,3; got {text!r}")
+        lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
+        folds.extend(range(lo, hi + 1))
+    return folds
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("edgeface")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        # TensorFlow (absl) adds a root handler on import: do not print every line twice.
+        logger.propagate = False
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def train_command(
+    config: Optional[Path] = typer.Argument(None, help="TOML file of training options (flags override it)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (see `edgeface train --list-backbones`)."),
+    weights: Optional[str] = typer.Option(None, help="'imagenet', 'none', or a Keras .h5 weights file."),
+    data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per person (with --lfw: the LFW folder)."),
+    lfw: bool = typer.Option(False, "--lfw", help="Train on LFW people outside pairs.txt folds 6-10; evaluate on folds 6-10."),
+    input_size: Optional[str] = typer.Option(None, help="Input size: N or HxW."),
+    embedding_size: Optional[int] = typer.Option(None, help="Embedding dimension."),
+    head: Optional[str] = typer.Option(None, help="Training head: softmax, arcface or cosface."),
+    recipe: Optional[str] = typer.Option(None, help="Named recipe (e.g. seed-vgg16, lfw-mobilenet-v1-025)."),
+    epochs_frozen: Optional[int] = typer.Option(None, help="Epochs training the head on the frozen backbone."),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs after the frozen ones."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (fine-tuning: --lr-finetune, default lr/10)."),
+    lr_finetune: Optional[float] = typer.Option(None, help="Learning rate of the fine-tuning stage."),
+    unfreeze: Optional[str] = typer.Option(None, help="Fine-tune 'all' backbone layers or the top N blocks."),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="Steps per epoch (default: one pass over the data)."),
+    val_fraction: Optional[float] = typer.Option(None, help="Fraction of people held out for validation."),
+    align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Align faces with the BlazeFace detector."),
+    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for --align (default: the runtime's cache)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (model.keras, training_card.json, checkpoints/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    strategy: Optional[str] = typer.Option(None, help="Distribution: none, mirrored or multiworker."),
+    list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step of the run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines."),
+) -> None:
+    """Train a face-embedding model by transfer learning."""
+    if list_backbones:
+        from ._backbones import get_backbone_spec
+        from .backbones import list_backbones as names
+
+        for name in names():
+            spec = get_backbone_spec(name)
+            typer.echo(f"{name:20s} {spec.description}")
+        return
+    _setup_logging(verbose)
+    try:
+        from ._train import TrainConfig, train
+
+        overrides = {
+            "backbone": backbone, "weights": weights, "data": str(data) if data else None,
+            "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
+            "embedding_size": embedding_size, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
+            "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
+            "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
+            "strategy": strategy,
+        }
+        if config is not None:
+            cfg = TrainConfig.from_toml(config, **overrides)
+        else:
+            cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+        result = train(cfg, verbose=0 if quiet else 2)
+    except _handled_errors() as exc:
+        raise _fail(exc) from None
+    typer.echo(f"model: {result.model_path}")
+    typer.echo(f"training card: {result.card_path}")
+    best = result.metrics.get("best_validation", {})
+    if best.get("best") is not None:
+        typer.echo(f"validation accuracy (held-out people): {best['best']:.4f} at {best['best_epoch']}")
+    lfw_report = result.metrics.get("lfw_folds_6_10")
+    if lfw_report:
+        typer.echo(_summary("LFW folds 6-10", lfw_report))
+
+
+def _summary(title: str, report: dict) -> str:
+    acc = report["accuracy"]
+    parts = [f"{title}: accuracy {acc['mean'] * 100:.2f}% ± {acc['std'] * 100:.2f}"]
+    for point in report.get("tar_at_far", []):
+        limited = " (limited by negatives)" if point.get("limited_by_negatives") else ""
+        parts.append(f"TAR@FAR={point['far']:g} {point['tar'] * 100:.2f}%{limited}")
+    parts.append(f"EER {report['eer']['eer'] * 100:.2f}%")
+    parts.append(f"AUC {report['auc']:.4f}")
+    return ", ".join(parts) + f" ({report['num_pairs']} pairs)"
+
+
+def evaluate_command(
+    model: Path = typer.Argument(..., help="A .keras or .tflite model with edgeface metadata."),
+    pairs: Path = typer.Option(..., help="LFW-style pairs file (pairs.txt)."),
+    images: Path = typer.Option(..., help="Image root the pairs' paths are relative to."),
+    folds: str = typer.Option("6-10", help="Folds to evaluate: 'all', a range (6-10) or a list (1,2,3)."),
+    calibrate_far: Optional[List[float]] = typer.Option(
+        None, help="Calibrate the threshold at this false-accept rate and write it into the model (repeatable)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress."),
+) -> None:
+    """Verification accuracy, TAR@FAR and EER of a model on LFW-style pairs."""
+    _setup_logging(verbose)
+    try:
+        from ._evaluate import evaluate
+
+        report = evaluate(model, pairs, images, folds=_parse_folds(folds), calibrate_far=calibrate_far or None,
+                          detector=detector)
+    except _handled_errors() as exc:
+        raise _fail(exc) from None
+    typer.echo(_summary(f"{model.name} on {pairs.name} folds {folds}", report))
+    for item in report.get("calibrated", []):
+        typer.echo(f"wrote threshold {item['threshold']:.6f} at FAR {item['far']:g} into {model}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=1))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands (train, evaluate, report) to the `edgeface` typer app."""
+    from ._report_cli import report_command  # typer only: no TensorFlow until the command runs
+
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("report")(report_command)
