@@ -1,0 +1,349 @@
+"""The orchestrator: source model → every requested variant → checked files + manifest.json.
+
+Order of work: check every input first (a bad model, data or calibration folder fails before
+anything is built), then build variant by variant. A variant that cannot be built or fails a
+check is recorded as failed with the reason and the others go on; a variant that needs
+fine-tuning data when none was given is recorded as skipped. Files are written into a
+hidden staging folder and renamed into ``out_dir`` only after every variant is done,
+``manifest.json`` last, so nothing half-written looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from edgeface_runtime._metadata import ModelMetadata
+
+from . import _clustering, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
+from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
+from ._variants import DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target, parse_variants
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, str], None]  # (event: "start" | "ok" | "failed" | "skipped", variant name)
+
+
+def _far_key(far: float) -> str:
+    return f"{far:g}"
+
+
+class _Built:
+    """A Keras model after some compression steps, and how its fine-tuning went."""
+
+    def __init__(self, model: Any, finetune: list[dict[str, Any]]):
+        self.model = model
+        self.finetune = finetune
+
+
+class _Run:
+    def __init__(self, *, source: Any, metadata: ModelMetadata, input_size: tuple[int, int], target: Target,
+                 calibration: _data.CalibrationSet, pairs: _data.PairSet | None, data: _data.FineTuneData | None,
+                 flat: Any, flat_error: str, options: dict[str, Any], fars: Sequence[float], min_cosine: float,
+                 stack: contextlib.ExitStack, staging: Path):
+        self.source, self.metadata, self.input_size, self.target = source, metadata, input_size, target
+        self.calibration, self.pairs, self.data = calibration, pairs, data
+        self.flat, self.flat_error = flat, flat_error
+        self.options, self.fars, self.min_cosine = options, tuple(fars), min_cosine
+        self.stack, self.staging = stack, staging
+        self.reference = _validate.keras_embed(source, calibration.held_out)
+        self.built: dict[tuple[str, ...], _Built] = {}
+        self.exports: dict[int, str] = {}
+        self.finetune_options = _finetune.FineTuneOptions(steps=options["finetune_steps"],
+                                                          learning_rate=options["learning_rate"],
+                                                          distill_weight=options["distill_weight"])
+
+    # -- compression steps -------------------------------------------------------------
+
+    def compressed(self, steps: tuple[str, ...]) -> _Built:
+        """The model after ``steps`` (each applied, fine-tuned, stripped), sharing common prefixes."""
+        if not steps:
+            return _Built(self.source, [])
+        if steps in self.built:
+            return self.built[steps]
+        before = self.compressed(steps[:-1]) if len(steps) > 1 else _Built(self.flat, [])
+        step, after = steps[-1], steps[:-1]
+        model = _model.copy_model(before.model)
+        if step == "prune":
+            wrapped, callbacks = _pruning.apply_pruning(model, self.options["sparsity"], self.finetune_options.steps)
+        elif step == "cluster":
+            wrapped, callbacks = _clustering.apply_clustering(model, self.options["clusters"],
+                                                              preserve_sparsity="prune" in after)
+        elif step == "qat":
+            wrapped, callbacks = _qat.apply_qat(model, after=after)
+        else:  # the table and STEPS disagree: a programming error
+            raise AssertionError(f"unknown compression step {step!r}")
+        stats = _finetune.finetune(wrapped, self.data, self.source, self.finetune_options, callbacks)  # type: ignore[arg-type]
+        stats = {"step": step, **stats}
+        if step == "prune":
+            stripped = _pruning.strip_pruning(wrapped)
+        elif step == "cluster":
+            stripped = _clustering.strip_clustering(wrapped)
+        else:
+            stripped = _qat.strip_qat(wrapped, after=after)
+        self.built[steps] = _Built(stripped, before.finetune + [stats])
+        return self.built[steps]
+
+    def exported(self, model: Any) -> str:
+        key = id(model)
+        if key not in self.exports:
+            self.exports[key] = self.stack.enter_context(_ptq.exported(model, self.input_size))
+        return self.exports[key]
+
+    # -- one variant ---------------------------------------------------------------------
+
+    def build(self, variant: Variant) -> VariantResult:
+        start = time.perf_counter()
+        options = {k: self.options[k] for k in variant.options if k in self.options}
+        result = VariantResult(variant.name, variant.technique, options=options)
+        if variant.needs_data and self.data is None:
+            result.status = "skipped"
+            result.reason = ("needs fine-tuning data for " + " + ".join(variant.steps) + ": pass data=DIR "
+                             "(--data DIR, one sub-folder of face images per person)")
+            return result
+        if variant.steps and self.flat is None:
+            result.status, result.reason = "failed", self.flat_error
+            return result
+        built = self.compressed(variant.steps)
+        result.finetune = built.finetune
+        io = self.options["io"] if variant.quantization == "int8" else "float32"
+        tflite = _ptq.convert(self.exported(built.model), variant.quantization,
+                              representative=self.calibration.representative, io=io,
+                              per_channel_dense=self.target.per_channel_dense,
+                              quantization_aware="qat" in variant.steps)
+        self.check(variant, tflite, built.model, io, result)
+        result.seconds = round(time.perf_counter() - start, 2)
+        return result
+
+    def check(self, variant: Variant, tflite: bytes, keras_model: Any, io: str, result: VariantResult) -> None:
+        from edgeface_runtime._interpreter import check_ops
+        from edgeface_runtime._metadata import read_metadata, write_metadata
+
+        result.ops = _validate.ops(tflite)
+        result.sparsity = round(_validate.weight_sparsity(tflite), 4)
+        result.parameters = int(self.source.count_params())
+        check_ops(tflite, self.target.name)  # UnsupportedOpError names every missing op
+        runner = _validate.engine(tflite, f"variant {variant.name}")
+        result.io = _validate.io_types(runner)
+        embeddings = _validate.embed(runner, self.calibration.held_out)
+        result.fidelity = _validate.agreement(embeddings, _validate.keras_embed(keras_model, self.calibration.held_out))
+        result.agreement = _validate.agreement(embeddings, self.reference)
+        thresholds, origin = self.thresholds(runner, result)
+        problems = []
+        if io != "float32" and (result.io["input"], result.io["output"]) != (io, io):
+            problems.append(f"{io} input/output requested but the converter wrote {result.io}")
+        if result.fidelity["mean"] < self.min_cosine:
+            problems.append(f"mean cosine {result.fidelity['mean']:.4f} to the Keras model it was converted from "
+                            f"(min {result.fidelity['min']:.4f}) is below {self.min_cosine}")
+        # Without compression steps the converted model is the source: one check covers both.
+        if variant.steps and result.agreement["mean"] < variant.min_source_cosine:
+            problems.append(f"mean cosine {result.agreement['mean']:.4f} to the source model (min "
+                            f"{result.agreement['min']:.4f}) is below {variant.min_source_cosine} after "
+                            f"{' + '.join(variant.steps)}; fine-tune longer (finetune_steps) or compress less")
+        if problems:
+            result.status, result.reason = "failed", "; ".join(problems)
+            return
+        metadata = replace(self.metadata, thresholds=thresholds, name=f"{self.metadata.name or 'edgeface'}-{variant.name}",
+                           extra={**dict(self.metadata.extra), "variant": variant.name,
+                                  "technique": variant.technique, "options": result.options,
+                                  "thresholds_from": origin, "target": self.target.name})
+        final = write_metadata(tflite, metadata)
+        if read_metadata(final) is None:  # pragma: no cover - write_metadata's own contract
+            raise RuntimeError("the metadata written could not be read back")
+        result.bytes, result.gzip_bytes = len(final), _validate.gzip_size(final)
+        result.file = variant.file_name
+        (self.staging / variant.file_name).write_bytes(final)
+
+    def thresholds(self, runner: Any, result: VariantResult) -> tuple[dict[float, float], str]:
+        from edgeface_runtime._metrics import calibrate_threshold
+
+        if self.pairs is None:
+            inherited = dict(self.metadata.thresholds)
+            result.thresholds = {_far_key(k): v for k, v in inherited.items()}
+            return inherited, "source model metadata (not recalibrated: no calibration pairs)" if inherited else "none"
+        emb = _validate.embed(runner, self.pairs.crops)
+        scores = np.sum(emb[self.pairs.index_a] * emb[self.pairs.index_b], axis=1)
+        same = self.pairs.same
+        out = {}
+        for far in self.fars:
+            threshold = float(calibrate_threshold(scores[~same], far))
+            out[far] = threshold
+            result.thresholds[_far_key(far)] = threshold  # exact: the value the device compares with
+            if same.any():
+                result.tar[_far_key(far)] = round(float(np.mean(scores[same] >= threshold)), 4)
+        return out, f"calibrated with this variant on {self.pairs.source} ({int((~same).sum())} impostor pairs)"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants: str | Iterable[str] = "all", *,
+            calibration: str | os.PathLike, data: str | os.PathLike | _data.FineTuneData | None = None,
+            calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
+            target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
+            finetune_steps: int = 500, learning_rate: float = 1e-4, distill_weight: float = 10.0,
+            batch_size: int = 32, fars: Sequence[float] = (1e-3,), min_cosine: float = MIN_COSINE,
+            metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
+            seed: int | None = 0, progress: Progress | None = None) -> Manifest:
+    """Convert ``model_path`` into ``variants`` under ``out_dir`` and return the manifest written there.
+
+    model_path: an edgeface ``model.keras`` (tf-keras, ending in L2Normalize, metadata inside;
+        ``metadata=`` supplies it for a plain Keras file).
+    variants: ``"all"``, ``"int8,float16"`` or a list of names from ``VARIANTS``.
+    calibration: folder of face crops; 1 in 5 is held out for the agreement check, the rest
+        calibrate int8. ``face_detector``: "auto" checks a sample for faces with the cached
+        BlazeFace model (never downloads), None skips the check, or pass a FaceDetector.
+    data: fine-tuning data for the pruned/clustered/QAT variants: a folder with one sub-folder
+        per person, or a :class:`FineTuneData`. Without it those variants are skipped.
+    calibration_pairs: LFW-format pairs file (images under ``pairs_root``, default beside it):
+        each variant's thresholds at ``fars`` are calibrated on its own impostor scores.
+    target: the oldest interpreter every file must load on (``TARGETS``).
+    sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
+    finetune_steps, learning_rate, distill_weight, batch_size: fine-tuning per compression step.
+    min_cosine: mean cosine every file must reach against the Keras model it was converted
+        from (fine-tuned variants must also stay within the table's floor of the source model).
+    seed: seeds Keras/TF/numpy for reproducible fine-tuning (None leaves the global state alone).
+    progress: called with ("start" | "ok" | "failed" | "skipped", variant name).
+
+    Raises ValueError (before building anything) for a bad model, options, calibration folder,
+    pairs file or fine-tuning data. A variant that fails to build or to pass a check is
+    recorded as failed in the manifest, not raised.
+    """
+    started = time.perf_counter()
+    chosen = parse_variants(variants)
+    target_spec = get_target(target)
+    if io not in IO_TYPES:
+        raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+    if not 0.0 < float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
+    if int(clusters) < 2:
+        raise ValueError(f"clusters must be at least 2, got {clusters!r}")
+    for far in fars:
+        if not 0.0 < float(far) < 1.0:
+            raise ValueError(f"FAR values must be between 0 and 1, got {far!r}")
+    _finetune.FineTuneOptions(steps=finetune_steps, learning_rate=learning_rate)  # validates them early
+
+    source, meta = _model.load_source(model_path, metadata)
+    if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
+        from edgeface._keras import keras
+
+        keras.utils.set_random_seed(int(seed))
+    input_size = _model.input_size(source, meta)
+    detector = _detector(face_detector)
+    calib = _data.load_calibration(calibration, meta.preprocess, max_images=max_calibration_images,
+                                   face_detector=detector)
+    pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=pairs_root,
+                             detector=detector) if calibration_pairs else None
+    needs_data = [v.name for v in chosen if v.needs_data]
+    finetune_data = None
+    if needs_data and data is not None:
+        finetune_data = data if isinstance(data, _data.FineTuneData) else \
+            _data.folder_finetune_data(data, meta.preprocess, batch_size=batch_size, detector=detector)
+        _data.check_finetune_data(finetune_data, input_size)
+    elif needs_data:
+        logger.warning("no fine-tuning data: skipping %s (pass data=DIR, one sub-folder per person)",
+                       ", ".join(needs_data))
+    flat, flat_error = None, ""
+    if needs_data and finetune_data is not None:
+        try:
+            flat = _model.fold_dense_batchnorm(_model.flatten(source))
+        except ValueError as exc:
+            flat_error = str(exc)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,
+               "finetune_steps": int(finetune_steps), "learning_rate": float(learning_rate),
+               "distill_weight": float(distill_weight)}
+    results: list[VariantResult] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            run = _Run(source=source, metadata=meta, input_size=input_size, target=target_spec, calibration=calib,
+                       pairs=pairs, data=finetune_data, flat=flat, flat_error=flat_error, options=options,
+                       fars=fars, min_cosine=min_cosine, stack=stack, staging=staging)
+            for variant in chosen:
+                if progress:
+                    progress("start", variant.name)
+                result = _build_one(run, variant)
+                _log(result)
+                results.append(result)
+                if progress:
+                    progress(result.status, variant.name)
+        manifest = Manifest(
+            out_dir=str(out), source=_describe_source(model_path, source, meta), target=target_spec.name,
+            variants=results, calibration=calib.describe(), pairs=pairs.describe() if pairs else None,
+            finetune_data=None if finetune_data is None else {**finetune_data.describe,
+                                                              "num_classes": int(finetune_data.num_classes)},
+            tools=tool_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seconds=round(time.perf_counter() - started, 2))
+        _publish(out, staging, results, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _build_one(run: _Run, variant: Variant) -> VariantResult:
+    start = time.perf_counter()
+    try:
+        return run.build(variant)
+    except Exception as exc:  # noqa: BLE001 - one variant's failure is recorded, the others go on
+        logger.debug("variant %s failed", variant.name, exc_info=True)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return VariantResult(variant.name, variant.technique, status="failed",
+                             reason=f"{type(exc).__name__}: {reason}", seconds=round(time.perf_counter() - start, 2))
+
+
+def _log(result: VariantResult) -> None:
+    if result.status == "ok":
+        logger.info("%s: %d bytes (gzip %d), cosine mean %.4f min %.4f", result.name, result.bytes,
+                    result.gzip_bytes, result.agreement["mean"], result.agreement["min"])
+    else:
+        log = logger.info if result.status == "skipped" else logger.warning
+        log("%s %s: %s", result.name, result.status, result.reason)
+
+
+def _publish(out: Path, staging: Path, results: list[VariantResult], manifest: Manifest) -> None:
+    from edgeface_runtime._metadata import atomic_write
+
+    for result in results:
+        file = out / f"{result.name}.tflite"
+        if result.status == "ok":
+            os.replace(staging / result.file, out / result.file)  # type: ignore[operator]
+        elif file.exists():  # an earlier run's file would otherwise pass for this run's
+            file.unlink()
+    atomic_write(out / MANIFEST_NAME, manifest.to_json().encode("utf-8"))
+
+
+def _describe_source(path: Any, model: Any, metadata: ModelMetadata) -> dict[str, Any]:
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"path": str(path), "sha256": digest, "name": metadata.name or model.name,
+            "parameters": int(model.count_params()), "embedding_size": metadata.embedding_size,
+            "preprocess": metadata.preprocess.to_dict(), "nested": _model.is_nested(model)}
+
+
+def _detector(choice: Any) -> Any:
+    """``"auto"``: the cached BlazeFace model when present (never downloads); None/False: no face check."""
+    if choice is None or choice is False:
+        return None
+    if choice != "auto":
+        return choice
+    from edgeface_runtime._detector import FaceDetector, resolve_detector_path
+    from edgeface_runtime._errors import ModelError
+
+    try:
+        return FaceDetector.from_path(resolve_detector_path())
+    except (ModelError, OSError) as exc:
+        logger.info("no face detector cached, calibration images are not checked for faces (%s)", exc)
+        return None

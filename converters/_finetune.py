@@ -1,0 +1,128 @@
+"""Fine-tuning between a compression step's apply and strip.
+
+Loss = the training half's classification loss (a head on ``[embedding, labels]``, softmax
+cross-entropy on its logits) + ``distill_weight`` × (1 − cosine to the source model's
+embedding of the same batch). The first keeps the identities apart; the second keeps the
+compressed model's embedding where the source put it, which is what the agreement check
+and every gallery enrolled with the source model rely on.
+
+The head starts from the source model's class-mean embeddings ("imprinting"), so the first
+steps do not push a trained backbone towards random class centres. BatchNorm layers stay
+frozen (``_model.copy_model``) so small batches cannot replace the trained statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._data import FineTuneData
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    steps: int = 500  # per compression step
+    learning_rate: float = 1e-4
+    distill_weight: float = 10.0
+    head_scale: float = 16.0  # cosine-softmax scale of the default (margin-free) head
+    imprint_batches: int = 20
+
+    def __post_init__(self) -> None:
+        if int(self.steps) < 1:
+            raise ValueError(f"finetune_steps must be at least 1, got {self.steps!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+
+
+def _batches(data: FineTuneData, steps: int):
+    def split(batch):
+        x, y = batch
+        if isinstance(x, (tuple, list)):  # the training half's ((images, labels), labels)
+            x = x[0]
+        return x, y
+
+    for batch in data.dataset.repeat().take(steps):
+        yield split(batch)
+
+
+def make_head(data: FineTuneData, teacher: Any, options: FineTuneOptions) -> Any:
+    """The classification head, its class centres imprinted from the teacher's embeddings."""
+    from edgeface._keras import tf
+    from edgeface.heads import classification_head
+
+    head = data.head or classification_head("cosface", int(data.num_classes), scale=options.head_scale, margin=0.0)
+    dim = int(teacher.output_shape[-1])
+    sums = np.zeros((int(data.num_classes), dim), np.float64)
+    for x, y in _batches(data, options.imprint_batches):
+        emb = teacher(x, training=False).numpy()
+        np.add.at(sums, y.numpy().astype(int), emb)
+    head([tf.zeros((1, dim)), tf.zeros((1,), tf.int32)])  # build
+    kernel = getattr(head, "kernel", None)
+    if kernel is not None and tuple(kernel.shape) == (dim, int(data.num_classes)):
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        seen = norms[:, 0] > 0
+        imprinted = kernel.numpy()
+        imprinted[:, seen] = (sums[seen] / norms[seen]).T
+        kernel.assign(imprinted)
+    return head
+
+
+def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOptions,
+             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train ``model`` in place for ``options.steps`` batches; returns what happened, for the manifest."""
+    from edgeface._keras import keras, tf
+
+    start = time.perf_counter()
+    head = make_head(data, teacher, options)
+    logger.debug("head imprinted at %.2f s", time.perf_counter() - start)
+    optimizer = keras.optimizers.Adam(options.learning_rate)
+    weight = tf.constant(float(options.distill_weight))
+    variables = None
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            embedding = model(x, training=True)
+            logits = head([embedding, y])
+            task = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+            target = tf.stop_gradient(teacher(x, training=False))
+            unit = tf.math.l2_normalize(embedding, axis=1)
+            distill = tf.reduce_mean(1.0 - tf.reduce_sum(unit * target, axis=1))
+            loss = task + weight * distill
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return task, distill
+
+    variables = model.trainable_variables + head.trainable_variables
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    history = []
+    for step, (x, y) in enumerate(_batches(data, options.steps)):
+        for callback in callbacks:
+            callback.on_train_batch_begin(step)
+        task, distill = train_step(x, tf.cast(y, tf.int32))
+        history.append((float(task), float(distill)))
+        if step == 0:
+            logger.debug("first step (traced) done at %.2f s", time.perf_counter() - start)
+        for callback in callbacks:
+            callback.on_train_batch_end(step)
+    for callback in callbacks:
+        callback.on_epoch_end(0)  # UpdatePruningStep re-applies the masks here
+        callback.on_train_end()
+    if not history:
+        raise ValueError("the fine-tuning dataset gave no batches")
+    first, last = np.mean(history[:10], axis=0), np.mean(history[-10:], axis=0)
+    stats = {"steps": len(history), "learning_rate": options.learning_rate, "distill_weight": options.distill_weight,
+             "task_loss": [round(float(first[0]), 4), round(float(last[0]), 4)],
+             "distill_loss": [round(float(first[1]), 4), round(float(last[1]), 4)],
+             "seconds": round(time.perf_counter() - start, 2)}
+    logger.info("fine-tuned %d steps: task loss %.3f -> %.3f, distillation %.4f -> %.4f", len(history),
+                first[0], last[0], first[1], last[1])
+    return stats

@@ -1,0 +1,123 @@
+"""The one table of conversion variants (and of the interpreters a conversion can target).
+
+CLI help, docs, the orchestrator and the checks all read :data:`VARIANTS`; adding a row
+here is how a new variant appears everywhere. Pure Python: importing it loads no TensorFlow.
+
+A variant is a recipe: compression ``steps`` applied in order to a copy of the Keras model
+(each step is an apply/strip pair with fine-tuning in between, see ``_pruning``,
+``_clustering``, ``_qat``), then one TFLite ``quantization`` (see ``_ptq``). A step that
+follows another keeps the earlier one's work: clustering after pruning preserves the zeros
+(sparsity-preserving clustering), QAT after pruning or clustering uses tfmot's
+prune-/cluster-preserving quantization scheme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+STEPS = ("prune", "cluster", "qat")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
+
+# Agreement of each .tflite with the Keras model it was converted from (the issue's gate).
+MIN_COSINE = 0.98
+# Agreement with the *source* model of variants whose recipe fine-tunes: fine-tuning moves
+# the embedding on purpose, so they are held to a looser floor that still catches a recipe
+# that wrecked the model (the fidelity gate above still applies to their conversion).
+MIN_SOURCE_COSINE_FINETUNED = 0.90
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    technique: str  # one line, for tables and --help
+    steps: tuple[str, ...]  # compression steps, in order (each fine-tunes, so each needs data)
+    quantization: str  # TFLite conversion: float32 | float16 | dynamic | int8
+    options: tuple[str, ...]  # the convert() options that change this variant
+    file_name: str
+
+    @property
+    def needs_data(self) -> bool:
+        return bool(self.steps)
+
+    @property
+    def min_source_cosine(self) -> float:
+        return MIN_SOURCE_COSINE_FINETUNED if self.steps else MIN_COSINE
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "technique": self.technique, "steps": list(self.steps),
+                "quantization": self.quantization, "options": list(self.options), "file": self.file_name,
+                "needs_data": self.needs_data}
+
+
+def _v(name: str, technique: str, steps: tuple[str, ...], quantization: str, options: tuple[str, ...]) -> Variant:
+    return Variant(name, technique, steps, quantization, options, f"{name}.tflite")
+
+
+VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
+    _v("float32", "no quantization (reference)", (), "float32", ()),
+    _v("float16", "float16 weights, float32 compute", (), "float16", ()),
+    _v("dynamic", "dynamic-range: int8 weights, float activations", (), "dynamic", ("target",)),
+    _v("int8", "full integer, calibrated on face crops", (), "int8", ("io",)),
+    _v("pruned-int8", "magnitude pruning (PolynomialDecay) + fine-tuning, then full int8", ("prune",), "int8",
+       ("sparsity", "finetune_steps", "io")),
+    _v("clustered-int8", "weight clustering (k clusters) + fine-tuning, then full int8", ("cluster",), "int8",
+       ("clusters", "finetune_steps", "io")),
+    _v("qat-int8", "quantization-aware training, then full int8", ("qat",), "int8", ("finetune_steps", "io")),
+    _v("pruned-clustered-int8", "pruning, then sparsity-preserving clustering, then full int8",
+       ("prune", "cluster"), "int8", ("sparsity", "clusters", "finetune_steps", "io")),
+    _v("pruned-qat-int8", "pruning, then pruning-preserving QAT, then full int8", ("prune", "qat"), "int8",
+       ("sparsity", "finetune_steps", "io")),
+    _v("clustered-qat-int8", "clustering, then cluster-preserving QAT, then full int8", ("cluster", "qat"), "int8",
+       ("clusters", "finetune_steps", "io")),
+)}
+
+
+@dataclass(frozen=True)
+class Target:
+    """An interpreter the outputs must load on, and the converter settings that ensures it."""
+
+    name: str  # key of edgeface_runtime._op_tables.MAX_OP_VERSIONS
+    # TF >= 2.16 writes dynamic-range FULLY_CONNECTED v12 (per-channel dense weights), which
+    # tflite-runtime 2.14 lacks; per-tensor dense quantization gives v9 (STACK.md).
+    per_channel_dense: bool
+    description: str
+
+
+TARGETS: Mapping[str, Target] = {t.name: t for t in (
+    Target("tflite-runtime-2.14", False, "oldest supported interpreter (32-bit Pi OS, Python 3.9); the default"),
+    Target("ai-edge-litert-2.3", True, "current LiteRT only (64-bit boards, Python >= 3.10)"),
+)}
+DEFAULT_TARGET = "tflite-runtime-2.14"
+
+
+def parse_variants(spec: str | Iterable[str] | None) -> list[Variant]:
+    """``"all"``, ``"int8,float16"`` or a list of names → variants in table order."""
+    if spec is None or spec == "all":
+        return list(VARIANTS.values())
+    names = [n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    if "all" in names:
+        return list(VARIANTS.values())
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose from "
+                         f"{', '.join(VARIANTS)} or 'all'")
+    wanted = set(names)
+    return [v for v in VARIANTS.values() if v.name in wanted]
+
+
+def variants_markdown() -> str:
+    """The table as Markdown, for the docs (generated, so docs cannot drift from the code)."""
+    lines = ["| variant | technique | needs data | options | file |", "|---|---|---|---|---|"]
+    for v in VARIANTS.values():
+        options = ", ".join(f"`{o}`" for o in v.options) or "-"
+        lines.append(f"| `{v.name}` | {v.technique} | {'yes' if v.needs_data else 'no'} | {options} | `{v.file_name}` |")
+    return "\n".join(lines)
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[name]

@@ -1,0 +1,95 @@
+"""`edgeface convert`: parse options, call :func:`edgeface_converters.convert`, print the table.
+
+Thin on purpose: TensorFlow is imported inside the command, errors become one line on
+stderr and exit code 2, and the progress bar lives here (never in the library).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._variants import DEFAULT_TARGET, TARGETS, VARIANTS
+
+EXIT_BAD_INPUT = 2
+EXIT_SOME_FAILED = 1
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("edgeface_converters")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False  # TensorFlow adds a root handler on import: no doubled lines
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def convert_command(
+    model: Path = typer.Argument(..., help="The trained embedding model (model.keras from `edgeface train`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one .tflite per variant + manifest.json."),
+    variants: str = typer.Option("all", help=f"Comma-separated variants or 'all': {', '.join(VARIANTS)}."),
+    calibration: Path = typer.Option(..., help="Folder of face crops (a few hundred) for int8 calibration and the "
+                                               "agreement check."),
+    data: Optional[Path] = typer.Option(None, help="Fine-tuning data, one sub-folder per person; without it the "
+                                                   "pruned/clustered/QAT variants are skipped."),
+    calibration_pairs: Optional[Path] = typer.Option(None, help="LFW-format pairs file: calibrate each variant's "
+                                                                 "threshold at FAR 1e-3 on its impostor pairs."),
+    pairs_root: Optional[Path] = typer.Option(None, help="Folder holding the pairs' images (default: beside the file)."),
+    target: str = typer.Option(DEFAULT_TARGET, help=f"Oldest interpreter the files must load on: {', '.join(TARGETS)}."),
+    sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
+    clusters: int = typer.Option(16, help="Weight clusters per layer for the clustered variants."),
+    io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
+    finetune_steps: int = typer.Option(500, help="Fine-tuning steps per compression step."),
+    learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate (Adam)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of a table."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+) -> None:
+    """Convert a trained model into checked .tflite variants (float, int8, pruned, clustered, QAT)."""
+    from tqdm import tqdm
+
+    from edgeface_runtime._errors import EdgefaceError
+
+    _setup_logging(verbose)
+    try:
+        from . import convert, format_table, parse_variants
+
+        chosen = parse_variants(variants)
+        bars: list = []
+
+        def progress(event: str, name: str) -> None:
+            if not bars:  # first event: every input has been checked, building starts
+                bars.append(tqdm(total=len(chosen), unit="variant", disable=as_json, leave=False))
+            if event == "start":
+                bars[0].set_description(name)
+            else:
+                bars[0].update(1)
+
+        try:
+            manifest = convert(model, out, [v.name for v in chosen], calibration=calibration, data=data,
+                               calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
+                               sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
+                               learning_rate=learning_rate, progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
+    except (ValueError, EdgefaceError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    typer.echo(manifest.to_json() if as_json else format_table(manifest))
+    if manifest.by_status("failed"):
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `edgeface convert` to the `edgeface` typer app."""
+    app.command("convert")(convert_command)
