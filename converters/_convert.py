@@ -39,6 +39,19 @@ def _far_key(far: float) -> str:
     return f"{far:g}"
 
 
+# Each compression step as its apply/strip pair: apply(model, options, steps before) ->
+# (wrapped model, callbacks for the fine-tuning loop); strip(wrapped, steps before) -> model.
+_STEP_PAIRS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["finetune_steps"]),
+              lambda model, after: _pruning.strip_pruning(model)),
+    "cluster": (lambda model, options, after: _clustering.apply_clustering(model, options["clusters"],
+                                                                            preserve_sparsity="prune" in after),
+                lambda model, after: _clustering.strip_clustering(model)),
+    "qat": (lambda model, options, after: _qat.apply_qat(model, after=after),
+            lambda model, after: _qat.strip_qat(model, after=after)),
+}
+
+
 class _Built:
     """A Keras model after some compression steps, and how its fine-tuning went."""
 
@@ -58,8 +71,9 @@ class _Run:
         self.options, self.fars, self.min_cosine = options, tuple(fars), min_cosine
         self.stack, self.staging = stack, staging
         self.reference = _validate.keras_embed(source, calibration.held_out)
-        self.built: dict[tuple[str, ...], _Built] = {}
+        self.built: dict[tuple[str, ...], _Built | Exception] = {}
         self.exports: dict[int, str] = {}
+        self.centres: np.ndarray | None = None
         self.finetune_options = _finetune.FineTuneOptions(steps=options["finetune_steps"],
                                                           learning_rate=options["learning_rate"],
                                                           distill_weight=options["distill_weight"])
@@ -70,30 +84,26 @@ class _Run:
         """The model after ``steps`` (each applied, fine-tuned, stripped), sharing common prefixes."""
         if not steps:
             return _Built(self.source, [])
-        if steps in self.built:
-            return self.built[steps]
+        if steps not in self.built:
+            try:
+                self.built[steps] = self._compress(steps)
+            except Exception as exc:  # a failed shared step fails its dependants without re-running
+                self.built[steps] = exc
+        built = self.built[steps]
+        if isinstance(built, Exception):
+            raise built
+        return built
+
+    def _compress(self, steps: tuple[str, ...]) -> _Built:
         before = self.compressed(steps[:-1]) if len(steps) > 1 else _Built(self.flat, [])
         step, after = steps[-1], steps[:-1]
-        model = _model.copy_model(before.model)
-        if step == "prune":
-            wrapped, callbacks = _pruning.apply_pruning(model, self.options["sparsity"], self.finetune_options.steps)
-        elif step == "cluster":
-            wrapped, callbacks = _clustering.apply_clustering(model, self.options["clusters"],
-                                                              preserve_sparsity="prune" in after)
-        elif step == "qat":
-            wrapped, callbacks = _qat.apply_qat(model, after=after)
-        else:  # the table and STEPS disagree: a programming error
-            raise AssertionError(f"unknown compression step {step!r}")
-        stats = _finetune.finetune(wrapped, self.data, self.source, self.finetune_options, callbacks)  # type: ignore[arg-type]
-        stats = {"step": step, **stats}
-        if step == "prune":
-            stripped = _pruning.strip_pruning(wrapped)
-        elif step == "cluster":
-            stripped = _clustering.strip_clustering(wrapped)
-        else:
-            stripped = _qat.strip_qat(wrapped, after=after)
-        self.built[steps] = _Built(stripped, before.finetune + [stats])
-        return self.built[steps]
+        apply, strip = _STEP_PAIRS[step]
+        wrapped, callbacks = apply(_model.copy_model(before.model), self.options, after)
+        if self.centres is None:  # the same data and teacher for every step: imprint once
+            self.centres = _finetune.class_centres(self.data, self.source, self.finetune_options.imprint_batches)
+        stats = _finetune.finetune(wrapped, self.data, self.source, self.finetune_options, callbacks,  # type: ignore[arg-type]
+                                   centres=self.centres)
+        return _Built(strip(wrapped, after), before.finetune + [{"step": step, **stats}])
 
     def exported(self, model: Any) -> str:
         key = id(model)
@@ -233,6 +243,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
         if not 0.0 < float(far) < 1.0:
             raise ValueError(f"FAR values must be between 0 and 1, got {far!r}")
     _finetune.FineTuneOptions(steps=finetune_steps, learning_rate=learning_rate)  # validates them early
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; give a folder for the .tflite files and manifest.json")
 
     source, meta = _model.load_source(model_path, metadata)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
@@ -261,7 +274,6 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
         except ValueError as exc:
             flat_error = str(exc)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,

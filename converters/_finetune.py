@@ -51,35 +51,44 @@ def _batches(data: FineTuneData, steps: int):
         yield split(batch)
 
 
-def make_head(data: FineTuneData, teacher: Any, options: FineTuneOptions) -> Any:
+def class_centres(data: FineTuneData, teacher: Any, batches: int) -> np.ndarray:
+    """(num_classes, dim) sums of the teacher's embeddings per class over ``batches`` batches."""
+    sums = np.zeros((int(data.num_classes), int(teacher.output_shape[-1])), np.float64)
+    for x, y in _batches(data, batches):
+        np.add.at(sums, y.numpy().astype(int), teacher(x, training=False).numpy())
+    return sums
+
+
+def make_head(data: FineTuneData, centres: np.ndarray, options: FineTuneOptions) -> Any:
     """The classification head, its class centres imprinted from the teacher's embeddings."""
     from edgeface._keras import tf
     from edgeface.heads import classification_head
 
     head = data.head or classification_head("cosface", int(data.num_classes), scale=options.head_scale, margin=0.0)
-    dim = int(teacher.output_shape[-1])
-    sums = np.zeros((int(data.num_classes), dim), np.float64)
-    for x, y in _batches(data, options.imprint_batches):
-        emb = teacher(x, training=False).numpy()
-        np.add.at(sums, y.numpy().astype(int), emb)
+    dim = centres.shape[1]
     head([tf.zeros((1, dim)), tf.zeros((1,), tf.int32)])  # build
     kernel = getattr(head, "kernel", None)
     if kernel is not None and tuple(kernel.shape) == (dim, int(data.num_classes)):
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        seen = norms[:, 0] > 0
+        norms = np.linalg.norm(centres, axis=1, keepdims=True)
+        seen = norms[:, 0] > 0  # classes absent from the imprinting batches keep their initial centre
         imprinted = kernel.numpy()
-        imprinted[:, seen] = (sums[seen] / norms[seen]).T
+        imprinted[:, seen] = (centres[seen] / norms[seen]).T
         kernel.assign(imprinted)
     return head
 
 
 def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOptions,
-             callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train ``model`` in place for ``options.steps`` batches; returns what happened, for the manifest."""
+             callbacks: Sequence[Any] = (), centres: np.ndarray | None = None) -> dict[str, Any]:
+    """Train ``model`` in place for ``options.steps`` batches; returns what happened, for the manifest.
+
+    ``centres``: :func:`class_centres` of this data and teacher, when already computed.
+    """
     from edgeface._keras import keras, tf
 
     start = time.perf_counter()
-    head = make_head(data, teacher, options)
+    if centres is None:
+        centres = class_centres(data, teacher, options.imprint_batches)
+    head = make_head(data, centres, options)
     logger.debug("head imprinted at %.2f s", time.perf_counter() - start)
     optimizer = keras.optimizers.Adam(options.learning_rate)
     weight = tf.constant(float(options.distill_weight))

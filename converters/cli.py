@@ -6,7 +6,6 @@ stderr and exit code 2, and the progress bar lives here (never in the library).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional

@@ -34,6 +34,8 @@ class DemoOptions:
     quick: bool = False
     people: int = 5
     seed: int = 0
+    epochs_frozen: int | None = None  # None: the plan's (quick or full)
+    epochs: int | None = None
 
 
 @dataclass
@@ -143,13 +145,16 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     from ._train import TrainConfig, train
 
     plan = _plan(options.quick)
+    for key in ("epochs_frozen", "epochs"):
+        if getattr(options, key) is not None:
+            plan[key] = getattr(options, key)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     lfw = find_lfw_folder(options.data)
     detector = str(options.detector) if options.detector else None
     seconds: dict[str, float] = {}
 
-    progress(f"[1/5] training MobileNet v1 0.25 (weights: {options.weights}) on LFW people outside folds 6-10")
+    progress(f"[1/4] training MobileNet v1 0.25 (weights: {options.weights}) on LFW people outside folds 6-10")
     t0 = time.perf_counter()
     config = TrainConfig(
         recipe="lfw-mobilenet-v1-025", data=str(lfw), weights=options.weights, align=True, detector=detector,
@@ -158,7 +163,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     trained = train(config)
     seconds["train"] = time.perf_counter() - t0
 
-    progress("[2/5] converting to TFLite, thresholds calibrated at FAR 1e-3 on folds 6-10")
+    progress("[2/4] converting to TFLite, thresholds calibrated at FAR 1e-3 on folds 6-10")
     t0 = time.perf_counter()
     from ._data import load_lfw, lfw_image_root
 
@@ -170,13 +175,16 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     finetune = None
     if any(v in plan["variants"] for v in ("pruned", "qat", "clustered")):
         finetune = _finetune_data(train_people, config, detector, options.seed)
+    from edgeface_runtime import FaceDetector
+
+    face_detector = FaceDetector.from_path(options.detector) if options.detector else "auto"
     manifest = convert(trained.model_path, out / "variants", plan["variants"], calibration=calibration,
                        data=finetune, calibration_pairs=eval_pairs, pairs_root=lfw_image_root(lfw),
-                       face_detector=None, seed=options.seed)
+                       face_detector=face_detector, seed=options.seed)
     progress(format_table(manifest))
     seconds["convert"] = time.perf_counter() - t0
 
-    progress("[3/5] report: accuracy, size and latency of every variant on folds 6-10")
+    progress("[3/4] report: accuracy, size and latency of every variant on folds 6-10")
     t0 = time.perf_counter()
     report = build_report([trained.model_path, out / "variants"], pairs=eval_pairs, images=lfw_image_root(lfw),
                           folds=None, latency_runs=plan["latency_runs"], detector=detector)
@@ -184,11 +192,13 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     progress(report.to_markdown())
     seconds["report"] = time.perf_counter() - t0
 
-    progress("[4/5] device: enroll, identify and verify with the int8 model through edgeface_runtime")
-    int8 = next((r for r in manifest.variants if r.name == "int8" and r.ok), None)
-    if int8 is None:
-        raise RuntimeError("the int8 variant failed to convert; see " + str(out / "variants" / "manifest.json"))
-    device = _device_check(out / "variants" / int8.file, options.detector, lfw, out, options.people)
+    # The device gets the smallest variant that passed every check (int8 when it did).
+    shipped = min((r for r in manifest.variants if r.ok), key=lambda r: r.bytes or 0, default=None)
+    if shipped is None:
+        raise RuntimeError("no variant passed its checks; see " + str(out / "variants" / "manifest.json"))
+    progress(f"[4/4] device: enroll, identify and verify with {shipped.name} through edgeface_runtime")
+    device = _device_check(out / "variants" / shipped.file, options.detector, lfw, out, options.people)
+    device["variant"] = shipped.name
     seconds["device"] = device["seconds"]
 
     artefacts = {"model": trained.model_path, "training card": trained.card_path,
@@ -218,7 +228,7 @@ def format_summary(result: DemoResult) -> str:
     d = result.device
     lines = ["", "edgeface demo: done", ""]
     lines += [f"  {name:<18} {path}" for name, path in result.artefacts.items()]
-    lines += ["", f"device check (int8 model, threshold {d['threshold']:.4f} at FAR {d['far']:g}):",
+    lines += ["", f"device check ({d['variant']} model, threshold {d['threshold']:.4f} at FAR {d['far']:g}):",
               f"  enrolled {len(d['enrolled'])} people (2 photos each): {', '.join(d['enrolled'])}",
               f"  their other photos accepted: {d['genuine_accepted']}/{d['genuine_total']} "
               f"(right name: {d['genuine_correct_name']})",

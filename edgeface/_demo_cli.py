@@ -19,6 +19,8 @@ def demo_command(
                                             "the cached official file; see `edgeface download-detector`)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for every artefact."),
     seed: int = typer.Option(0, "--seed"),
+    epochs_frozen: Optional[int] = typer.Option(None, "--epochs-frozen", help="Override the frozen-backbone epochs."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the fine-tuning epochs."),
 ) -> None:
     """Train → convert → report → enroll and identify on the device runtime, end to end on LFW."""
     from edgeface_runtime._errors import EdgefaceError
@@ -32,7 +34,8 @@ def demo_command(
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.INFO)
-    options = DemoOptions(out=out, data=data, weights=weights, detector=detector, quick=quick, seed=seed)
+    options = DemoOptions(out=out, data=data, weights=weights, detector=detector, quick=quick, seed=seed,
+                          epochs_frozen=epochs_frozen, epochs=epochs)
     try:
         result = run_demo(options, progress=typer.echo)
     except (ValueError, EdgefaceError) as exc:

@@ -176,3 +176,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
+    from ._demo_cli import demo_command
+
+    app.command("demo")(demo_command)

@@ -125,6 +125,7 @@ def test_calibration_images_without_faces(tiny_model_path, tmp_path, detector_mo
 
 def test_bad_options_fail_before_any_work(tmp_path):
     missing = tmp_path / "missing.keras"  # never opened: options are checked first
+    missing.with_suffix(".txt").write_text("a file where the output folder should be")
     for options, message in [
         (dict(variants="int4"), "unknown variant"),
         (dict(target="tflite-runtime-2.10"), "unknown target 'tflite-runtime-2.10'"),
@@ -133,10 +134,12 @@ def test_bad_options_fail_before_any_work(tmp_path):
         (dict(clusters=1), "clusters must be at least 2"),
         (dict(fars=(0.0,)), "FAR values must be between 0 and 1"),
         (dict(finetune_steps=0), "finetune_steps must be at least 1"),
+        (dict(out_dir=missing.with_suffix(".txt")), "is a file; give a folder"),
     ]:
         variants = options.pop("variants", "int8")
+        out = options.pop("out_dir", tmp_path)
         with pytest.raises(ValueError, match=message):
-            _convert(missing, tmp_path, variants, calibration=tmp_path, **options)
+            _convert(missing, out, variants, calibration=tmp_path, **options)
 
 
 def test_finetune_data_of_another_size(tiny_model_path, faces_dir, tmp_path):
