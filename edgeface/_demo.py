@@ -49,7 +49,7 @@ class DemoResult:
 
 def _plan(quick: bool) -> dict[str, Any]:
     if quick:  # a few minutes on two cores: the pipeline, not the accuracy
-        return {"epochs_frozen": 1, "epochs": 4, "variants": "float32,int8", "latency_runs": 20,
+        return {"epochs_frozen": 1, "epochs": 2, "variants": "float32,int8", "latency_runs": 20,
                 "calibration_images": 200}
     return {"epochs_frozen": 3, "epochs": 30, "variants": "float32,float16,dynamic,int8,pruned-int8,qat-int8",
             "latency_runs": 100, "calibration_images": 400}
