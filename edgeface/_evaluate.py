@@ -51,6 +51,21 @@ def _decode_pair_images(pairs: Sequence[Any], image_root: str, crop: Callable[[s
     return crops, skipped
 
 
+def pair_scores(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray
+                ) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine scores of the pairs whose both images were embedded (row ``i`` of ``embeddings``
+    is ``paths[i]``): ``(usable pairs, scores, same-person labels, fold ids)``.
+
+    Scores are float32, as a device compares them, so thresholds are exact in the device's type.
+    """
+    index = {p: i for i, p in enumerate(paths)}
+    usable = [p for p in pairs if p.path_a in index and p.path_b in index]
+    a = embeddings[[index[p.path_a] for p in usable]]
+    b = embeddings[[index[p.path_b] for p in usable]]
+    scores = np.sum(a * b, axis=1).astype(np.float32)
+    return usable, scores, np.array([p.same for p in usable], bool), np.array([p.fold for p in usable])
+
+
 def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarray], np.ndarray],
                 preprocess: Preprocess, *, folds: Iterable[int] | None = None, fars: Sequence[float] = DEFAULT_FARS,
                 max_unreadable: float = DEFAULT_MAX_UNREADABLE, crop: Callable[[str], np.ndarray] | None = None,
@@ -69,14 +84,7 @@ def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarr
     crop = crop or CropMaker(image_root, preprocess.input_size, align=preprocess.alignment != "none")
     crops, skipped = _decode_pair_images(pairs, image_root, crop, max_unreadable)
     paths = sorted(crops)
-    index = {p: i for i, p in enumerate(paths)}
-    embeddings = embed(np.stack([crops[p] for p in paths]))
-    usable = [p for p in pairs if p.path_a in index and p.path_b in index]
-    a = embeddings[[index[p.path_a] for p in usable]]
-    b = embeddings[[index[p.path_b] for p in usable]]
-    scores = np.sum(a * b, axis=1).astype(np.float32)
-    labels = np.array([p.same for p in usable], bool)
-    fold_ids = np.array([p.fold for p in usable])
+    usable, scores, labels, fold_ids = pair_scores(pairs, paths, embed(np.stack([crops[p] for p in paths])))
     n_folds = len(np.unique(fold_ids))
     report = verification_report(scores, labels, folds=fold_ids if n_folds > 1 else 10, fars=fars)
     report["skipped_images"] = len(skipped)

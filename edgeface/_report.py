@@ -557,14 +557,9 @@ def _score(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray) -
     """Verification numbers of one model over the pairs whose images were read."""
     from edgeface_runtime._metrics import roc_curve, verification_report
 
-    index = {p: i for i, p in enumerate(paths)}
-    usable = [p for p in pairs if p.path_a in index and p.path_b in index]
-    a = embeddings[[index[p.path_a] for p in usable]]
-    b = embeddings[[index[p.path_b] for p in usable]]
-    # float32, as a device compares them: thresholds are then exact in the device's type.
-    scores = np.sum(a * b, axis=1).astype(np.float32)
-    labels = np.array([p.same for p in usable], bool)
-    folds = np.array([p.fold for p in usable])
+    from ._evaluate import pair_scores
+
+    usable, scores, labels, folds = pair_scores(pairs, paths, embeddings)
     report = verification_report(scores, labels, folds=folds if len(np.unique(folds)) > 1 else 10, fars=FARS)
     report["skipped_pairs"] = len(pairs) - len(usable)
     far, tar, _ = roc_curve(scores, labels)
