@@ -83,8 +83,9 @@ def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOpti
 
     ``centres``: :func:`class_centres` of this data and teacher, when already computed.
     """
-    from edgeface._keras import keras, tf
+    from edgeface._keras import keras, tf, tune_allocator_for_training
 
+    tune_allocator_for_training()
     start = time.perf_counter()
     if centres is None:
         centres = class_centres(data, teacher, options.imprint_batches)

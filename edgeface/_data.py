@@ -399,20 +399,27 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
     labels = dataset.labels
     paths = dataset.paths
 
-    def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if crops is not None:
-            images = crops[indices]
-        else:
-            images = np.stack([_safe_crop(crop, paths[i], (h, w)) for i in indices])  # type: ignore[arg-type]
-        return images, labels[indices]
+    if crops is not None:
+        # In memory: gather inside the graph. A numpy_function here would serialise every batch
+        # through the GIL next to the generator and cost more than the training step itself.
+        crops_tensor = tf.constant(crops)
+        labels_tensor = tf.constant(labels, tf.int32)
 
-    # Plain tensor code: no AutoGraph conversion needed (and its closure check only warns here).
-    @tf.autograph.experimental.do_not_convert
-    def load(indices):
-        images, batch_labels = tf.numpy_function(gather, [indices], [tf.uint8, tf.int32])
-        images = tf.ensure_shape(images, [batch_size, h, w, 3])
-        batch_labels = tf.ensure_shape(batch_labels, [batch_size])
-        return images, batch_labels
+        @tf.autograph.experimental.do_not_convert
+        def load(indices):
+            return tf.gather(crops_tensor, indices), tf.gather(labels_tensor, indices)
+    else:
+        def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            images = np.stack([_safe_crop(crop, paths[i], (h, w)) for i in indices])  # type: ignore[arg-type]
+            return images, labels[indices]
+
+        # Plain tensor code: no AutoGraph conversion needed (and its closure check only warns here).
+        @tf.autograph.experimental.do_not_convert
+        def load(indices):
+            images, batch_labels = tf.numpy_function(gather, [indices], [tf.uint8, tf.int32])
+            images = tf.ensure_shape(images, [batch_size, h, w, 3])
+            batch_labels = tf.ensure_shape(batch_labels, [batch_size])
+            return images, batch_labels
 
     @tf.autograph.experimental.do_not_convert
     def finish(images, batch_labels):
@@ -420,12 +427,13 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
         x = to_model_input(x, preprocess)
         return (x, batch_labels), batch_labels
 
-    ds = tf.data.Dataset.from_generator(
-        lambda: index_stream(labels, seed, balanced=balanced, start_epoch=start_epoch),
-        output_signature=tf.TensorSpec((), tf.int64),
-    )
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE if crops is None else 1)
+    def index_batches():
+        stream = index_stream(labels, seed, balanced=balanced, start_epoch=start_epoch)
+        while True:  # one Python call per batch, not per image: the generator holds the GIL
+            yield np.fromiter(stream, np.int64, count=batch_size)
+
+    ds = tf.data.Dataset.from_generator(index_batches, output_signature=tf.TensorSpec((batch_size,), tf.int64))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     # One worker: the batches are already global; sharding a generator-fed dataset is not possible.

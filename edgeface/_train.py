@@ -373,6 +373,8 @@ class _Tracker:
     def __init__(self, out: Path, models, preprocess, data: _Data, config: TrainConfig, state: dict):
         self.out, self.models, self.preprocess, self.data, self.config = out, models, preprocess, data, config
         self.state = state
+        self.started = time.monotonic()
+        self.prior_seconds = float(state.get("elapsed_seconds", 0.0))
         self.ckpt_dir = out / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
@@ -412,7 +414,9 @@ class _Tracker:
                 self.state["wait"] = self.state.get("wait", 0) + 1
                 stop = self.config.patience is not None and self.state["wait"] >= self.config.patience
         self.state["history"].append(row)
-        self.state.update(stage_index=stage_index, epoch=epoch + 1)
+        # Wall time across interruptions: what earlier attempts spent plus this one so far.
+        self.state.update(stage_index=stage_index, epoch=epoch + 1,
+                          elapsed_seconds=self.prior_seconds + time.monotonic() - self.started)
         checkpoint.write(str(self.ckpt_dir / "ckpt"))
         atomic_write_text(self.ckpt_dir / "state.json", json.dumps(self.state, indent=1, default=_json_default))
         logger.info("%s epoch %d: %s", stage, epoch + 1,
@@ -447,9 +451,10 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     started = time.monotonic()
     from ._backbones import build_backbone
     from ._heads import build_face_models
-    from ._keras import keras, tf
+    from ._keras import keras, tf, tune_allocator_for_training
     from ._modelio import save_model
 
+    tune_allocator_for_training()
     # First TensorFlow work of the run: MultiWorkerMirroredStrategy must precede every other op.
     strategy = _make_strategy(config.strategy)
     keras.mixed_precision.set_global_policy("float32")
@@ -482,6 +487,7 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
         logger.warning("epochs_frozen=%d with a randomly initialised backbone trains the head on random features",
                        config.epochs_frozen)
     tracker = _Tracker(out, models, preprocess, data, config, state)
+    tracker.started = started  # this attempt's clock starts with the run, data loading included
     if config.resume and state["history"]:  # the weights as of the last finished epoch
         with strategy.scope():
             tf.train.Checkpoint(model=models.training).read(str(tracker.ckpt_dir / "ckpt")).expect_partial()
@@ -527,7 +533,8 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
         metrics["lfw_folds_6_10"] = report
         logger.info("LFW folds 6-10: accuracy %.4f ± %.4f", report["accuracy"]["mean"], report["accuracy"]["std"])
 
-    card = _card(config, data, backbone, preprocess, state, metrics, time.monotonic() - started, steps)
+    seconds = tracker.prior_seconds + time.monotonic() - started
+    card = _card(config, data, backbone, preprocess, state, metrics, seconds, steps)
     card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync)}
     metadata = ModelMetadata(preprocess=preprocess, embedding_size=config.embedding_size, name=config.name or out.name,
                              extra={"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
