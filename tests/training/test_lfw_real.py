@@ -14,7 +14,7 @@ def _lfw_root() -> Path:
     root = Path(home) / "lfw"
     if not (root / "pairs.txt").is_file() or not (root / "lfw-deepfunneled").is_dir():
         pytest.skip(f"{root} lacks pairs.txt or lfw-deepfunneled/")
-    return root
+    return root.resolve()  # absolute: the test links images from a temporary folder
 
 
 @pytest.mark.slow
