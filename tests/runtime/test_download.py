@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgeface_runtime import _download
-from edgeface_runtime._download import cached_download, default_cache_dir, default_detector_path
+from edgeface_runtime._download import (cached_download, default_cache_dir, default_detector_path, fetch_file,
+                                       mirror_urls)
 from edgeface_runtime._errors import DownloadError
 
 PAYLOAD = os.urandom(300_000)  # several read chunks
@@ -42,7 +43,7 @@ def server(tmp_path):
     requests: list[str] = []
     handler = type("Handler", (_Handler,), {"requests": requests})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", requests, root
@@ -87,6 +88,11 @@ def test_cache_location_from_environment_and_custom_filename(server, tmp_path, m
     path = cached_download(f"{base}/model.bin", PAYLOAD_SHA, filename="renamed.tflite")
     assert path == tmp_path / "env-cache" / "renamed.tflite" and path.read_bytes() == PAYLOAD
     monkeypatch.delenv("EDGEFACE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "edgeface"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: relative values are invalid
+    assert default_cache_dir() == Path.home() / ".cache" / "edgeface"
+    monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "edgeface"
 
 
@@ -174,3 +180,119 @@ def test_resolve_detector_path_never_downloads(tmp_path, monkeypatch):
         resolve_detector_path(None, "full")
     with pytest.raises(ValueError, match="unknown detector variant"):
         resolve_detector_path(None, "huge")
+
+
+def test_interrupted_download_keeps_its_part_and_resumes_with_a_range_request(local_http, tmp_path):
+    url = local_http.add("big.bin", PAYLOAD)
+    local_http.cut_after["/big.bin"] = 100_000
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError) as caught:
+        cached_download(url, PAYLOAD_SHA, cache_dir=cache)
+    assert "100000 of 300000" in str(caught.value) and "resume" in str(caught.value)
+    assert cache_files(cache) == [".big.bin.part"]
+    assert (cache / ".big.bin.part").read_bytes() == PAYLOAD[:100_000]
+    seen = []
+    path = cached_download(url, PAYLOAD_SHA, cache_dir=cache, progress=lambda d, t: seen.append((d, t)))
+    assert path.read_bytes() == PAYLOAD and cache_files(cache) == ["big.bin"]
+    assert local_http.requests == [("/big.bin", None), ("/big.bin", "bytes=100000-")]
+    assert seen[0] == (100_000, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+
+
+def test_server_without_range_support_restarts_from_zero(local_http, tmp_path):
+    url = local_http.add("big.bin", PAYLOAD)
+    local_http.ranges = False
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".big.bin.part").write_bytes(b"x" * 5000)  # not even a prefix of the file
+    assert cached_download(url, PAYLOAD_SHA, cache_dir=cache).read_bytes() == PAYLOAD
+    assert local_http.requests == [("/big.bin", "bytes=5000-")]
+
+
+def test_corrupt_partial_download_is_fetched_again_whole(local_http, tmp_path):
+    url = local_http.add("big.bin", PAYLOAD)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".big.bin.part").write_bytes(b"x" * 5000)  # the server will append the real remainder
+    assert cached_download(url, PAYLOAD_SHA, cache_dir=cache).read_bytes() == PAYLOAD
+    assert local_http.requests == [("/big.bin", "bytes=5000-"), ("/big.bin", None)]
+
+
+def test_oversized_partial_download_starts_again(local_http, tmp_path):
+    url = local_http.add("big.bin", PAYLOAD)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".big.bin.part").write_bytes(PAYLOAD + b"junk")  # the server answers 416
+    assert cached_download(url, PAYLOAD_SHA, cache_dir=cache).read_bytes() == PAYLOAD
+    assert [r[1] for r in local_http.requests] == [f"bytes={len(PAYLOAD) + 4}-", None]
+
+
+def test_mirrors_come_first_and_a_bad_mirror_falls_back(local_http, tmp_path, monkeypatch):
+    official = local_http.add("official/model.bin", PAYLOAD)
+    local_http.add("broken/model.bin", b"a captive portal page")
+    monkeypatch.setenv("EDGEFACE_MIRRORS", f"{local_http.base}/missing, {local_http.base}/broken")
+    path = cached_download(official, PAYLOAD_SHA, cache_dir=tmp_path / "cache")
+    assert path.read_bytes() == PAYLOAD
+    assert [r[0] for r in local_http.requests] == ["/missing/model.bin", "/broken/model.bin", "/official/model.bin"]
+
+
+def test_a_local_folder_works_as_a_mirror_without_network(local_http, tmp_path):
+    folder = tmp_path / "usb stick"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(PAYLOAD)
+    urls = mirror_urls("model.bin", local_http.url("model.bin"), [str(folder)])
+    assert urls[0].startswith("file://") and urls[0].endswith("/usb%20stick/model.bin")
+    path = cached_download(local_http.url("model.bin"), PAYLOAD_SHA, cache_dir=tmp_path / "cache",
+                           mirrors=[str(folder)])
+    assert path.read_bytes() == PAYLOAD and local_http.requests == []
+
+
+def test_every_failed_source_is_named_with_the_expected_and_found_checksums(local_http, tmp_path):
+    bad = local_http.add("bad.bin", b"not the model")
+    with pytest.raises(DownloadError) as caught:
+        cached_download([local_http.url("gone.bin"), bad], PAYLOAD_SHA, cache_dir=tmp_path / "cache",
+                        filename="model.bin")
+    message = str(caught.value)
+    assert local_http.url("gone.bin") in message and "404" in message
+    assert bad in message and PAYLOAD_SHA in message and hashlib.sha256(b"not the model").hexdigest() in message
+    assert "another mirror" in message and "local path" in message
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_fetch_file_checks_md5_and_reports_digests_when_none_is_pinned(local_http, tmp_path):
+    url = local_http.add("data.tgz", PAYLOAD)
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    unchecked = fetch_file(url, tmp_path / "a" / "data.tgz")
+    assert (unchecked.sha256, unchecked.md5, unchecked.url) == (PAYLOAD_SHA, md5, url)
+    with pytest.raises(DownloadError, match=f"expected md5 {'0' * 32}, got {md5}"):
+        fetch_file(url, tmp_path / "b" / "data.tgz", md5="0" * 32)
+    assert not (tmp_path / "b" / "data.tgz").exists()
+    requests = len(local_http.requests)
+    again = fetch_file(url, tmp_path / "a" / "data.tgz", md5=md5)  # present and matching: no request
+    assert again.url is None and len(local_http.requests) == requests
+    with pytest.raises(ValueError, match="32 hex"):
+        fetch_file(url, tmp_path / "c", md5="abc")
+
+
+def test_concurrent_downloads_of_one_file_wait_for_each_other(local_http, tmp_path):
+    url = local_http.add("big.bin", PAYLOAD)
+    local_http.delay_s = 0.02  # slow enough for the two calls to overlap
+    cache = tmp_path / "cache"
+    results, errors = [], []
+    first_bytes_arrived = threading.Event()
+
+    def fetch(progress=None):
+        try:
+            results.append(cached_download(url, PAYLOAD_SHA, cache_dir=cache, progress=progress))
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    first = threading.Thread(target=fetch, args=(lambda done, total: done and first_bytes_arrived.set(),))
+    first.start()
+    assert first_bytes_arrived.wait(timeout=30)
+    second = threading.Thread(target=fetch)  # starts while the first is mid-transfer
+    second.start()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert errors == [] and len(results) == 2
+    assert (cache / "big.bin").read_bytes() == PAYLOAD and cache_files(cache) == ["big.bin"]
+    assert len(local_http.requests) == 1  # the second caller found the first one's file
