@@ -135,13 +135,14 @@ def find_cached(filename: str, sha256: str, *, cache_dir: Union[str, PathLike, N
 
 def cached_download(url: Union[str, Sequence[str]], sha256: str, *, cache_dir: Union[str, PathLike, None] = None,
                     filename: Optional[str] = None, progress: Optional[Progress] = None,
-                    mirrors: Union[str, Sequence[str], None] = None) -> Path:
+                    mirrors: Union[str, Sequence[str], None] = None, hint: Optional[str] = None) -> Path:
     """Return the path of ``url``'s file in the cache, downloading it first if needed.
 
     ``url`` is one URL or several tried in order (mirrors from ``mirrors``/``$EDGEFACE_MIRRORS``
     first). A cached file whose sha256 matches is returned without any network access.
     Otherwise the file is downloaded (resuming an interrupted ``.part``), verified, and renamed
-    into place. Raises :class:`DownloadError` when no source gives the right bytes.
+    into place. Raises :class:`DownloadError` when no source gives the right bytes, ending with
+    ``hint`` (what to do without network; a generic line by default).
     """
     expected = _normalise_hex(sha256, 64, "sha256")
     urls = [url] if isinstance(url, str) else list(url)
@@ -154,7 +155,8 @@ def cached_download(url: Union[str, Sequence[str]], sha256: str, *, cache_dir: U
     target = folder / name
     if find_cached(name, expected, cache_dir=folder) is not None:  # type: ignore[arg-type]
         return target
-    fetch_file(mirror_urls(name, urls, mirrors), target, sha256=expected, progress=progress)
+    fetch_file(mirror_urls(name, urls, mirrors), target, sha256=expected, progress=progress,
+               hint=hint or _OFFLINE_HINT)
     return target
 
 
@@ -374,11 +376,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def default_detector_path(variant: str = "short", *, progress: Optional[Progress] = None) -> Path:
-    """The official MediaPipe BlazeFace file for ``variant`` ("short" or "full"), cached or downloaded."""
+def default_detector_path(variant: str = "short", *, progress: Optional[Progress] = None,
+                          mirrors: Union[str, Sequence[str], None] = None) -> Path:
+    """The official MediaPipe BlazeFace file for ``variant`` ("short" or "full"), cached or downloaded.
+
+    ``mirrors`` (None: ``$EDGEFACE_MIRRORS``) are tried before the official URL."""
     from ._detector import DETECTORS  # here, not at module level: _detector imports this module lazily too
 
     if variant not in DETECTORS:
         raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
     spec = DETECTORS[variant]
-    return cached_download(spec.url, spec.sha256, filename=spec.filename, progress=progress)
+    return cached_download(spec.url, spec.sha256, filename=spec.filename, progress=progress, mirrors=mirrors,
+                           hint="Retry, or fetch the file elsewhere and pass its path (--detector), or leave it in "
+                                "a folder and set EDGEFACE_MIRRORS to that folder")
