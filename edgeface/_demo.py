@@ -5,6 +5,9 @@ crops) → convert (float32 and full int8; the full run adds float16, dynamic ra
 and QAT int8) with thresholds calibrated on folds 6-10 → report → enroll a few folds 6-10
 people into a gallery and verify/identify their other photos (and strangers') through the
 TensorFlow-free runtime. Every artefact is written under ``out``.
+
+What is not given is taken from the cache, and downloaded into it (checksum-verified) when
+missing and ``download`` allows: LFW, the MobileNet v1 0.25 ImageNet weights, the detector.
 """
 
 from __future__ import annotations
@@ -23,14 +26,18 @@ EVAL_FOLDS = (6, 7, 8, 9, 10)
 
 @dataclass
 class DemoOptions:
-    """``data``: the LFW folder, or a data home holding ``lfw/`` (default ``$EDGEFACE_DATA_HOME``).
-    ``weights``: "imagenet" (Keras' download) or a local MobileNet v1 0.25 ``.h5``.
-    ``detector``: a BlazeFace short-range ``.tflite`` (default: the runtime's cached file)."""
+    """``data``: the LFW folder, or a data home holding ``lfw/`` (default ``$EDGEFACE_DATA_HOME``, else
+    the cache). ``weights``: None (the pinned ImageNet file from the cache), "imagenet" (Keras'
+    download) or a local MobileNet v1 0.25 ``.h5``. ``detector``: a BlazeFace short-range
+    ``.tflite`` (default: the runtime's cached file). ``download``: fetch what the cache lacks;
+    ``mirrors``: base URLs or folders tried first (None: ``$EDGEFACE_MIRRORS``)."""
 
     out: Path = Path("runs/demo")
     data: Path | None = None
-    weights: str = "imagenet"
+    weights: str | None = None
     detector: Path | None = None
+    download: bool = True
+    mirrors: list[str] | None = None
     quick: bool = False
     people: int = 5
     seed: int = 0
@@ -53,14 +60,6 @@ def _plan(quick: bool) -> dict[str, Any]:
                 "calibration_images": 200}
     return {"epochs_frozen": 3, "epochs": 30, "variants": "float32,float16,dynamic,int8,pruned-int8,qat-int8",
             "latency_runs": 100, "calibration_images": 400}
-
-
-def find_lfw_folder(data: Path | None) -> Path:
-    from ._data import find_lfw
-
-    if data is not None and (Path(data) / "lfw" / "pairs.txt").is_file():
-        data = Path(data) / "lfw"
-    return find_lfw(data)
 
 
 def write_eval_pairs(lfw: Path, destination: Path, folds: Sequence[int] = EVAL_FOLDS) -> Path:
@@ -136,11 +135,13 @@ def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, peop
     return outcome
 
 
-def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.info) -> DemoResult:
-    """Run the pipeline; ``progress`` receives one line per stage."""
+def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.info,
+             download_progress: Callable[[str, int, int | None, str], None] | None = None) -> DemoResult:
+    """Run the pipeline; ``progress`` receives one line per stage, ``download_progress`` byte counts."""
     from edgeface_converters import convert, format_table
 
     from ._data import CropMaker
+    from ._datasets import resolve_detector, resolve_lfw, resolve_weights
     from ._report import build_report
     from ._train import TrainConfig, train
 
@@ -150,14 +151,20 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
             plan[key] = getattr(options, key)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    lfw = find_lfw_folder(options.data)
-    detector = str(options.detector) if options.detector else None
     seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    fetch = {"download": options.download, "mirrors": options.mirrors, "progress": download_progress}
+    lfw = resolve_lfw(options.data, **fetch)
+    weights = resolve_weights(options.weights, **fetch)
+    detector_path = resolve_detector(options.detector, **fetch)
+    detector = str(detector_path)
+    progress(f"data: LFW {lfw}\n      weights {weights}\n      detector {detector}")
+    seconds["data"] = time.perf_counter() - t0
 
-    progress(f"[1/4] training MobileNet v1 0.25 (weights: {options.weights}) on LFW people outside folds 6-10")
+    progress(f"[1/4] training MobileNet v1 0.25 (weights: {weights}) on LFW people outside folds 6-10")
     t0 = time.perf_counter()
     config = TrainConfig(
-        recipe="lfw-mobilenet-v1-025", data=str(lfw), weights=options.weights, align=True, detector=detector,
+        recipe="lfw-mobilenet-v1-025", data=str(lfw), weights=weights, align=True, detector=detector,
         epochs_frozen=plan["epochs_frozen"], epochs=plan["epochs"], out=str(out / "train"), seed=options.seed,
     )
     trained = train(config)
@@ -177,7 +184,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
         finetune = _finetune_data(train_people, config, detector, options.seed)
     from edgeface_runtime import FaceDetector
 
-    face_detector = FaceDetector.from_path(options.detector) if options.detector else "auto"
+    face_detector = FaceDetector.from_path(detector_path)
     manifest = convert(trained.model_path, out / "variants", plan["variants"], calibration=calibration,
                        data=finetune, calibration_pairs=eval_pairs, pairs_root=lfw_image_root(lfw),
                        face_detector=face_detector, seed=options.seed)
@@ -197,7 +204,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     if shipped is None:
         raise RuntimeError("no variant passed its checks; see " + str(out / "variants" / "manifest.json"))
     progress(f"[4/4] device: enroll, identify and verify with {shipped.name} through edgeface_runtime")
-    device = _device_check(out / "variants" / shipped.file, options.detector, lfw, out, options.people)
+    device = _device_check(out / "variants" / shipped.file, detector_path, lfw, out, options.people)
     device["variant"] = shipped.name
     seconds["device"] = device["seconds"]
 

@@ -177,5 +177,7 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate_command)
     app.command("report")(report_command)
     from ._demo_cli import demo_command
+    from ._download_cli import download_command
 
     app.command("demo")(demo_command)
+    app.command("download")(download_command)

@@ -4,6 +4,7 @@
 >>> people = scan_folder("faces/")                 # faces/<name>/<image>.jpg|png|pgm
 >>> train, eval_pairs = load_lfw("/data/lfw")      # people outside pairs.txt folds 6-10; pairs of 6-10
 >>> train, val = split_identities(train, 0.1, seed=0)
+>>> lfw = fetch_lfw()                               # no copy of LFW? download, verify, cache it
 
 Crops are made with the runtime's own ``center_crop`` (or ``align_face``), so training and
 device crops match; ``decode_dataset`` skips unreadable images, counts them, and fails
@@ -28,6 +29,7 @@ from ._data import (
     split_identities,
     to_model_input,
 )
+from ._datasets import cached_lfw, fetch_lfw, fetch_weights, resolve_lfw
 
 __all__ = [
     "Augment",
@@ -36,11 +38,15 @@ __all__ = [
     "FaceDataset",
     "IMAGE_EXTENSIONS",
     "augment_batch",
+    "cached_lfw",
     "decode_dataset",
     "embed_crops",
+    "fetch_lfw",
+    "fetch_weights",
     "find_lfw",
     "load_lfw",
     "make_train_dataset",
+    "resolve_lfw",
     "scan_folder",
     "split_identities",
     "to_model_input",

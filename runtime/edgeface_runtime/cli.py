@@ -29,6 +29,7 @@ TRAINING_COMMANDS = {
     "convert": "compress a trained model into .tflite variants",
     "report": "compare variants: accuracy, size, latency",
     "demo": "run the whole pipeline end to end",
+    "download": "fetch LFW, the ImageNet weights and the detector into the cache",
     "adapt": "adapt a model to a new target domain",
 }
 ENTRY_POINT_GROUP = "edgeface.commands"
