@@ -93,11 +93,13 @@ class FaceDataset:
         }
 
 
-def scan_folder(root: str | os.PathLike, *, min_images: int = 1) -> FaceDataset:
+def scan_folder(root: str | os.PathLike, *, min_images: int = 1, loose: bool = False) -> FaceDataset:
     """A folder per identity (``root/<name>/<image>``; JPEG, PNG, PGM, ...), sorted by name.
 
     Files with other extensions are ignored; identities with fewer than ``min_images``
     images are left out. Unreadable images are found (and counted) when decoding.
+    ``loose``: images directly in ``root`` are kept too, each its own one-image identity
+    (unlabeled data, for training that needs no labels: distillation).
     """
     root_path = Path(root)
     if not root_path.is_dir():
@@ -112,6 +114,11 @@ def scan_folder(root: str | os.PathLike, *, min_images: int = 1) -> FaceDataset:
         identities.append(person.name)
         paths.extend(f"{person.name}/{f.name}" for f in files)
         labels.extend([label] * len(files))
+    if loose:
+        for file in sorted(f for f in root_path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS):
+            labels.append(len(identities))
+            identities.append(file.name)
+            paths.append(file.name)
     if not paths:
         raise ValueError(
             f"no images found in {str(root)!r}: expected one sub-folder of images per person "
@@ -382,12 +389,15 @@ def augment_batch(images, augment: Augment, seed: int | None = None):
 def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Preprocess,
                        crops: np.ndarray | None = None, crop: Callable[[str], np.ndarray] | None = None,
                        augment: Augment | None = Augment(), balanced: bool = False, seed: int = 0,
-                       start_epoch: int = 0):
+                       start_epoch: int = 0, targets: np.ndarray | None = None, with_labels: bool = True):
     """An endless ``((image, label), label)`` tf.data pipeline of whole batches.
 
     Give ``crops`` (decoded in memory, row ``i`` for ``dataset.paths[i]``) or ``crop``
     (decodes a path; used for datasets too large to cache; an image unreadable at this
-    point becomes black rather than stopping training).
+    point becomes black rather than stopping training). ``targets`` (distillation: row
+    ``i`` is the teacher's target for image ``i``) are gathered with the images; the
+    elements are then ``((image, label), (target, label))``, or ``(image, target)``
+    without labels (``with_labels=False``).
     """
     from ._keras import tf
 
@@ -398,6 +408,10 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
     h, w = preprocess.input_size
     labels = dataset.labels
     paths = dataset.paths
+    if targets is not None and (targets.ndim != 2 or len(targets) != len(labels)):
+        raise ValueError(f"targets must have one row per image: got {targets.shape} for {len(labels)} images")
+    # Teacher targets are a cached array too, gathered in the graph by the same indices.
+    targets_tensor = None if targets is None else tf.constant(np.asarray(targets, np.float32))
 
     if crops is not None:
         # In memory: gather inside the graph. A numpy_function here would serialise every batch
@@ -407,7 +421,7 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
 
         @tf.autograph.experimental.do_not_convert
         def load(indices):
-            return tf.gather(crops_tensor, indices), tf.gather(labels_tensor, indices)
+            return tf.gather(crops_tensor, indices), tf.gather(labels_tensor, indices), indices
     else:
         def gather(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             images = np.stack([_safe_crop(crop, paths[i], (h, w)) for i in indices])  # type: ignore[arg-type]
@@ -419,13 +433,18 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
             images, batch_labels = tf.numpy_function(gather, [indices], [tf.uint8, tf.int32])
             images = tf.ensure_shape(images, [batch_size, h, w, 3])
             batch_labels = tf.ensure_shape(batch_labels, [batch_size])
-            return images, batch_labels
+            return images, batch_labels, indices
 
     @tf.autograph.experimental.do_not_convert
-    def finish(images, batch_labels):
+    def finish(images, batch_labels, indices):
         x = augment_batch(images, augment) if augment is not None else tf.cast(images, tf.float32)
         x = to_model_input(x, preprocess)
-        return (x, batch_labels), batch_labels
+        if targets_tensor is None:
+            return (x, batch_labels), batch_labels
+        batch_targets = tf.gather(targets_tensor, indices)
+        if not with_labels:
+            return x, batch_targets
+        return (x, batch_labels), (batch_targets, batch_labels)
 
     def index_batches():
         stream = index_stream(labels, seed, balanced=balanced, start_epoch=start_epoch)

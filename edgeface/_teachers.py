@@ -1,0 +1,640 @@
+"""Teachers for distillation: anything that maps a training image to an embedding.
+
+A teacher sees the *original* image (relative path under the data root) and crops it its own
+way: a Keras or TFLite edgeface model with the preprocessing and alignment in its metadata,
+dlib with its own 5-point alignment, or nothing at all for precomputed embeddings (``.npz``).
+The student meanwhile trains on the runtime's crops, so it learns to reproduce the teacher
+from what the device will see.
+
+Teacher embeddings are cached on disk (:func:`teacher_embeddings`): one ``.npz`` per teacher
+fingerprint (model file sha256 + the options that change its output), rows keyed by the image
+path and the digest of the image's bytes, so a second run, or a run with another output
+folder, embeds nothing again, and an edited image is embedded afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = "edgeface-teacher-cache/1"
+DLIB_PIP = "pip install 'edgeface[teachers]'  (or: pip install dlib-bin face-recognition-models)"
+
+Progress = Callable[[int, int], None]
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(record: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+class Teacher:
+    """Base class: ``embed(root, paths)`` → (N, dim) float32, a NaN row where an image failed.
+
+    Subclasses set ``kind`` and fill ``self.record`` (what identifies their output: file
+    sha256, options, adapter version); the fingerprint is the sha256 of that record.
+    """
+
+    kind: ClassVar[str] = ""
+    cacheable: ClassVar[bool] = True  # precomputed embeddings need no cache
+
+    def __init__(self, path: str | None = None, record: Mapping[str, Any] | None = None, dim: int | None = None):
+        self.path = path
+        self.record = {"kind": self.kind, **(record or {})}
+        self.dim = dim
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.record)
+
+    def describe(self) -> dict[str, Any]:
+        """What the training card records about the teacher."""
+        return {**self.record, "path": self.path, "dim": self.dim, "fingerprint": self.fingerprint}
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path or self.kind!r}, fingerprint={self.fingerprint[:12]})"
+
+
+# --------------------------------------------------------------------------- edgeface models
+
+def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.ndarray], dim: int,
+                      embed: Callable[[np.ndarray], np.ndarray], progress: Progress | None,
+                      chunk: int = 256) -> np.ndarray:
+    """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images."""
+    from edgeface_runtime._errors import ImageDecodeError
+
+    def one(path: str):
+        try:
+            return crop(path)
+        except (ImageDecodeError, OSError, ValueError):
+            return None
+
+    out = np.full((len(paths), dim), np.nan, np.float32)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(paths), chunk):
+            crops = list(pool.map(one, paths[start:start + chunk]))
+            rows = [i for i, c in enumerate(crops) if c is not None]
+            if rows:
+                out[[start + i for i in rows]] = embed(np.stack([crops[i] for i in rows]))
+            if progress is not None:
+                progress(min(start + chunk, len(paths)), len(paths))
+    return out
+
+
+class KerasTeacher(Teacher):
+    """A ``.keras`` embedding model with edgeface metadata (e.g. one made by ``edgeface train``)."""
+
+    kind = "keras"
+
+    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, batch_size: int = 128):
+        from ._modelio import load_model
+
+        self.model, metadata = load_model(path)
+        if metadata is None:
+            raise ValueError(
+                f"teacher {path} carries no edgeface metadata (edgeface.json), so its preprocessing is unknown; "
+                "use a model saved by `edgeface train`, or attach it with "
+                "edgeface.training.write_keras_metadata(path, ModelMetadata(preprocess=Preprocess(...), ...))")
+        self.preprocess = metadata.preprocess
+        self.detector = detector
+        self.batch_size = batch_size
+        super().__init__(str(path), {"sha256": _sha256(path), "preprocess": self.preprocess.to_dict()},
+                         int(self.model.output_shape[-1]))
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        from ._data import CropMaker, embed_crops
+
+        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment != "none",
+                         detector=self.detector)
+        return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
+                                 lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
+                                 progress)
+
+
+class TFLiteTeacher(Teacher):
+    """A ``.tflite`` embedding model with edgeface metadata, run by the TensorFlow-free runtime."""
+
+    kind = "tflite"
+
+    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, num_threads: int | None = None):
+        from edgeface_runtime._embedder import Embedder
+
+        self.embedder = Embedder.from_path(path, num_threads=num_threads)
+        self.preprocess = self.embedder.preprocess
+        self.detector = detector
+        super().__init__(str(path), {"sha256": _sha256(path), "preprocess": self.preprocess.to_dict()},
+                         self.embedder.embedding_size)
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        from ._data import CropMaker
+
+        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment != "none",
+                         detector=self.detector)
+        return _embed_with_crops(root, paths, crop, int(self.dim), self.embedder.embed_many,  # type: ignore[arg-type]
+                                 progress)
+
+    def close(self) -> None:
+        self.embedder.close()
+
+
+# --------------------------------------------------------------------------- precomputed
+
+class NpzTeacher(Teacher):
+    """Precomputed embeddings: an ``.npz`` mapping image paths (relative to the data root) to vectors.
+
+    Two layouts: arrays ``paths`` (N strings) and ``embeddings`` (N, D) (what the teacher
+    cache writes, so a cache file is itself an npz teacher), or one array per image, named
+    by its path (``np.savez(f, **{"alice/1.jpg": vector, ...})``).
+    """
+
+    kind = "npz"
+    cacheable = False
+
+    def __init__(self, path: str | os.PathLike):
+        file = Path(path)
+        if not file.is_file():
+            raise ValueError(f"teacher embeddings file not found: {str(path)!r}")
+        try:
+            with np.load(file, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{file} is not a readable .npz of embeddings: {exc}") from exc
+        if "paths" in arrays and "embeddings" in arrays:
+            keys = [str(p) for p in arrays["paths"]]
+            vectors = np.asarray(arrays["embeddings"])
+            if vectors.ndim != 2 or len(keys) != len(vectors):
+                raise ValueError(f"{file}: 'embeddings' must be (N, D) with one row per entry of 'paths'; got "
+                                 f"{vectors.shape} for {len(keys)} paths")
+        else:
+            keys = list(arrays)
+            shapes = {arrays[k].shape for k in keys}
+            if not keys or len(shapes) != 1 or len(next(iter(shapes))) != 1:
+                raise ValueError(f"{file}: expected one 1-D vector of the same length per image path (or arrays "
+                                 f"'paths' and 'embeddings'); got shapes {sorted(shapes)[:3]}")
+            vectors = np.stack([arrays[k] for k in keys])
+        if not np.issubdtype(vectors.dtype, np.number) or not np.all(np.isfinite(vectors)):
+            raise ValueError(f"{file}: embeddings must be finite numbers")
+        self.index = {_norm_key(k): i for i, k in enumerate(keys)}
+        self.vectors = vectors.astype(np.float32)
+        super().__init__(str(file), {"sha256": _sha256(file)}, int(vectors.shape[1]))
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        missing = [p for p in paths if _norm_key(p) not in self.index]
+        if missing:
+            example = next(iter(self.index), "<none>")
+            raise ValueError(
+                f"teacher embeddings {self.path} have no vector for {len(missing)} of {len(paths)} training images "
+                f"(e.g. {missing[0]!r}; the file has e.g. {example!r}); keys must be image paths relative to the "
+                "data folder, like 'person/image.jpg'")
+        return self.vectors[[self.index[_norm_key(p)] for p in paths]]
+
+
+def _norm_key(path: str) -> str:
+    key = str(path).replace(os.sep, "/")
+    while key.startswith("./"):
+        key = key[2:]
+    return key
+
+
+# --------------------------------------------------------------------------- dlib
+
+DLIB_ADAPTER_VERSION = 1
+DLIB_BOXES = ("dlib", "blazeface")
+# dlib's 5-point predictor expects boxes shaped like its HOG detector's. Measured on 120 LFW
+# images: a HOG box is 0.99 BlazeFace widths wide, its centre 0.06 widths higher.
+_BLAZEFACE_TO_HOG = {"scale": 0.99, "dx": -0.02, "dy": -0.06}
+# Neither detector found a face: a centred box as HOG draws it on LFW-like face crops.
+_CENTRE_BOX = {"size": 0.43, "cx": 0.484, "cy": 0.534}
+
+
+DLIB_MODEL_FILES = {"shape_predictor": "shape_predictor_5_face_landmarks.dat",
+                    "recogniser": "dlib_face_recognition_resnet_model_v1.dat"}
+
+
+def import_dlib() -> tuple[Any, dict[str, str]]:
+    """dlib and the paths of its two model files, or ImportError with the pip command."""
+    import importlib.util
+
+    try:
+        import dlib
+    except ImportError as exc:
+        raise ImportError(f"the dlib teacher needs dlib ({exc}); install it with: {DLIB_PIP}") from exc
+    # Found, not imported: face_recognition_models' __init__ needs pkg_resources, which new setuptools lack.
+    spec = importlib.util.find_spec("face_recognition_models")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    files = {name: str(Path(folders[0]) / "models" / file) for name, file in DLIB_MODEL_FILES.items()} if folders else {}
+    if not files or not all(Path(f).is_file() for f in files.values()):
+        raise ImportError(f"the dlib teacher needs dlib's model files from the face-recognition-models package, "
+                          f"which is not installed; install it with: {DLIB_PIP}")
+    return dlib, files
+
+
+@dataclass
+class _DlibModels:
+    detector: Any
+    shape_predictor: Any
+    recogniser: Any
+    blazeface: Any = None
+
+
+def _dlib_load(options: Mapping[str, Any]) -> _DlibModels:
+    dlib, files = import_dlib()
+    blazeface = None
+    if options["detector"]:
+        from edgeface_runtime._detector import FaceDetector
+
+        blazeface = FaceDetector.from_path(options["detector"])
+    return _DlibModels(dlib.get_frontal_face_detector(), dlib.shape_predictor(files["shape_predictor"]),
+                       dlib.face_recognition_model_v1(files["recogniser"]), blazeface)
+
+
+def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) -> tuple[np.ndarray | None, str]:
+    """dlib's own pipeline on the original image: face box → 5 landmarks → 150x150 chip → ResNet."""
+    import dlib
+
+    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime._images import load_image
+
+    try:
+        rgb = load_image(file)
+    except (ImageDecodeError, OSError, ValueError):
+        return None, "unreadable"
+    order = ("blazeface", "dlib") if options["box"] == "blazeface" else ("dlib", "blazeface")
+    rect, source = None, "centre"
+    for name in order:
+        if name == "dlib":
+            found = models.detector(rgb, int(options["upsample"]))
+            if len(found):
+                best = max(found, key=lambda r: r.area())
+                rect, source = best, "dlib"
+        elif models.blazeface is not None:
+            from edgeface_runtime._detector import largest_face
+
+            face = largest_face(models.blazeface.detect(rgb))
+            if face is not None:
+                rect, source = _hog_like_rect(dlib, face.box), "blazeface"
+        if rect is not None:
+            break
+    if rect is None:
+        h, w = rgb.shape[:2]
+        side = _CENTRE_BOX["size"] * min(h, w)
+        cx, cy = _CENTRE_BOX["cx"] * w, _CENTRE_BOX["cy"] * h
+        rect = dlib.rectangle(int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
+    shape = models.shape_predictor(rgb, rect)
+    chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+    vector = models.recogniser.compute_face_descriptor(chip, int(options["jitter"]))
+    return np.asarray(vector, np.float32), source
+
+
+def _hog_like_rect(dlib, box: Sequence[float]):
+    x0, y0, x1, y1 = box
+    w = x1 - x0
+    side = _BLAZEFACE_TO_HOG["scale"] * w
+    cx = (x0 + x1) / 2 + _BLAZEFACE_TO_HOG["dx"] * w
+    cy = (y0 + y1) / 2 + _BLAZEFACE_TO_HOG["dy"] * w
+    return dlib.rectangle(int(round(cx - side / 2)), int(round(cy - side / 2)),
+                          int(round(cx + side / 2)), int(round(cy + side / 2)))
+
+
+def _dlib_worker_main(job_file: str, result_file: str) -> None:
+    """Entry point of a worker process: embed the job's files, write vectors and box sources.
+
+    Workers are plain ``python -c`` subprocesses, not multiprocessing: dlib holds the GIL (so
+    threads do not help), and multiprocessing's spawn would re-run the caller's main script.
+    """
+    job = json.loads(Path(job_file).read_text())
+    options, files = job["options"], job["files"]
+    models = _dlib_load(options)
+    vectors = np.full((len(files), 128), np.nan, np.float32)
+    sources = []
+    progress_file = Path(result_file + ".progress")
+    parent = os.getppid()
+    for i, file in enumerate(files):
+        if os.getppid() != parent:  # the training process died: do not embed on for nobody
+            raise SystemExit(1)
+        vector, source = _dlib_embed_one(models, options, file)
+        if vector is not None:
+            vectors[i] = vector
+        sources.append(source)
+        if (i + 1) % 50 == 0:
+            progress_file.write_text(str(i + 1))
+    np.savez(result_file, vectors=vectors, sources=np.array(sources, dtype=str))
+
+
+_WORKER_CODE = "import sys; from edgeface._teachers import _dlib_worker_main; _dlib_worker_main(sys.argv[1], sys.argv[2])"
+
+
+class DlibTeacher(Teacher):
+    """dlib's face-recognition ResNet (128-d, LFW 99.38 % by its author) with dlib's own alignment.
+
+    The face box comes from dlib's HOG detector (``box="dlib"``, the reference pipeline) or,
+    about 50 ms per image faster, from the runtime's BlazeFace detector (``box="blazeface"``,
+    needs ``detector``: a BlazeFace ``.tflite``), with the other as the fallback and a centred
+    box when neither finds a face. dlib's 5-point predictor then places the landmarks and
+    ``get_face_chip`` makes its 150x150 chip. ``workers`` processes share the images (default:
+    all cores); ``jitter`` > 0 averages dlib's randomly jittered copies (slower).
+    """
+
+    kind = "dlib"
+
+    def __init__(self, *, box: str = "dlib", detector: str | os.PathLike | None = None, upsample: int = 1,
+                 jitter: int = 0, workers: int | None = None):
+        dlib, files = import_dlib()
+        if box not in DLIB_BOXES:
+            raise ValueError(f"dlib teacher: box must be one of {', '.join(DLIB_BOXES)}, got {box!r}")
+        detector_path = None
+        if box == "blazeface" or detector is not None:
+            from edgeface_runtime._detector import resolve_detector_path
+
+            detector_path = str(resolve_detector_path(detector))
+            if not Path(detector_path).is_file():
+                raise ValueError(f"dlib teacher: BlazeFace detector file not found: {detector_path!r}")
+        if int(upsample) < 0 or int(jitter) < 0:
+            raise ValueError(f"dlib teacher: upsample and jitter must be >= 0, got {upsample!r}, {jitter!r}")
+        self.options = {"box": box, "detector": detector_path, "upsample": int(upsample), "jitter": int(jitter)}
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        record = {"adapter_version": DLIB_ADAPTER_VERSION, "dlib": getattr(dlib, "__version__", "?"),
+                  "chip": {"size": 150, "padding": 0.25},
+                  **{k: v for k, v in self.options.items() if k != "detector"},
+                  "sha256": {name: _sha256(p) for name, p in files.items()}}
+        if detector_path:
+            record["detector_sha256"] = _sha256(detector_path)
+        self.box_sources: dict[str, int] = {}
+        super().__init__(None, record, 128)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "detector": self.options["detector"], "box_sources": dict(self.box_sources)}
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        files = [os.path.join(root, p) for p in paths]
+        out = np.full((len(paths), 128), np.nan, np.float32)
+        if self.workers == 1 or len(files) < 8 * self.workers:  # a worker takes a second or two to start
+            models = _dlib_load(self.options)
+            for i, file in enumerate(files):
+                vector, source = _dlib_embed_one(models, self.options, file)
+                if vector is not None:
+                    out[i] = vector
+                self._count(source)
+                if progress is not None and ((i + 1) % 50 == 0 or i + 1 == len(files)):
+                    progress(i + 1, len(files))
+            return out
+        self._embed_in_workers(files, out, progress)
+        return out
+
+    def _count(self, source: str) -> None:
+        self.box_sources[source] = self.box_sources.get(source, 0) + 1
+
+    def _embed_in_workers(self, files: list[str], out: np.ndarray, progress: Progress | None) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        shards = [s for s in np.array_split(np.arange(len(files)), self.workers) if len(s)]
+        env = dict(os.environ)  # the workers import edgeface from wherever this process did
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        with tempfile.TemporaryDirectory(prefix="edgeface-dlib-") as tmp:
+            jobs = []
+            for k, shard in enumerate(shards):
+                job, result, log = (os.path.join(tmp, f"{name}{k}.{ext}") for name, ext in
+                                    (("job", "json"), ("result", "npz"), ("log", "txt")))
+                Path(job).write_text(json.dumps({"options": self.options, "files": [files[i] for i in shard]}))
+                with open(log, "wb") as err:
+                    proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE, job, result], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=err)
+                jobs.append((shard, result, log, proc))
+            try:
+                while any(proc.poll() is None for *_, proc in jobs):
+                    time.sleep(1.0)
+                    if progress is not None:
+                        progress(sum(_progress_of(result, len(shard), proc) for shard, result, _, proc in jobs),
+                                 len(files))
+            finally:
+                for *_, proc in jobs:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+            for shard, result, log, proc in jobs:
+                if proc.returncode != 0 or not os.path.isfile(result):
+                    tail = Path(log).read_text(errors="replace").strip().splitlines()[-3:]
+                    raise RuntimeError(f"a dlib teacher worker failed (exit {proc.returncode}): {' | '.join(tail)}")
+                with np.load(result) as npz:
+                    out[shard] = npz["vectors"]
+                    for source in npz["sources"]:
+                        self._count(str(source))
+
+
+def _progress_of(result: str, size: int, proc) -> int:
+    if proc.poll() is not None:
+        return size
+    try:
+        return int(Path(result + ".progress").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+# --------------------------------------------------------------------------- registry
+
+TEACHERS: dict[str, Callable[..., Teacher]] = {
+    "keras": KerasTeacher,
+    "tflite": TFLiteTeacher,
+    "npz": NpzTeacher,
+    "dlib": DlibTeacher,
+}
+_SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".npz": "npz"}
+_PATHLESS = {"dlib"}
+
+
+def register_teacher(kind: str, factory: Callable[..., Teacher]) -> None:
+    """Add a teacher kind: ``factory(path, **options)`` (or ``factory(**options)`` for path-less kinds)."""
+    if not kind or ":" in kind:
+        raise ValueError(f"a teacher kind is a non-empty name without ':', got {kind!r}")
+    TEACHERS[kind] = factory
+
+
+def parse_teacher_spec(spec: str) -> tuple[str, str | None]:
+    """``"dlib"``, ``"KIND:PATH"`` or a path whose suffix names the kind → ``(kind, path)``."""
+    text = str(spec).strip()
+    if text in TEACHERS and (text in _PATHLESS or not Path(text).exists()):
+        return text, None
+    kind, sep, rest = text.partition(":")
+    if sep and kind in TEACHERS and len(kind) > 1:  # len > 1: not a Windows drive letter
+        return kind, rest or None
+    suffix = Path(text).suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix], text
+    raise ValueError(f"cannot tell which teacher {spec!r} is: give 'dlib', a .keras, .tflite or .npz file, or "
+                     f"KIND:PATH with KIND one of {', '.join(sorted(TEACHERS))}")
+
+
+def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
+    """A teacher from a spec string (see :func:`parse_teacher_spec`) and its options.
+
+    Options: ``detector`` (BlazeFace ``.tflite``; for edgeface models trained with alignment
+    and dlib's ``box="blazeface"``), dlib's ``box``, ``upsample``, ``jitter``, ``workers``.
+    """
+    if isinstance(spec, Teacher):
+        return spec
+    kind, path = parse_teacher_spec(spec)
+    factory = TEACHERS[kind]
+    accepted = _accepted_options(kind)
+    if accepted is not None:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ValueError(f"teacher {kind!r} does not take option(s) {unknown}; it takes {sorted(accepted) or 'none'}")
+    if kind in _PATHLESS:
+        if path:
+            raise ValueError(f"the {kind} teacher takes no path (got {path!r}); its model files come with its package")
+        return factory(**options)
+    if not path:
+        raise ValueError(f"teacher {spec!r}: give the model file, e.g. {kind}:/path/to/model")
+    if not Path(path).is_file():
+        raise ValueError(f"teacher model file not found: {path!r}")
+    return factory(path, **options)
+
+
+def _accepted_options(kind: str) -> set[str] | None:
+    import inspect
+
+    try:
+        params = inspect.signature(TEACHERS[kind]).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind == p.KEYWORD_ONLY}
+
+
+# --------------------------------------------------------------------------- the cache
+
+def default_teacher_cache() -> Path:
+    """``$EDGEFACE_CACHE/teachers`` (default ``~/.cache/edgeface/teachers``)."""
+    from edgeface_runtime._download import default_cache_dir
+
+    return default_cache_dir() / "teachers"
+
+
+def cache_file(teacher: Teacher, cache_dir: str | os.PathLike | None = None) -> Path:
+    folder = Path(cache_dir) if cache_dir is not None else default_teacher_cache()
+    return folder / f"{teacher.kind}-{teacher.fingerprint[:20]}.npz"
+
+
+def _digest(file: str) -> str:
+    try:
+        with open(file, "rb") as fh:
+            return hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
+    except OSError:
+        return ""
+
+
+@dataclass
+class TeacherEmbeddings:
+    """Raw teacher vectors for ``paths`` (NaN rows: the teacher could not embed the image)."""
+
+    paths: list[str]
+    vectors: np.ndarray
+    cache_file: Path | None
+    reused: int
+    computed: int
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.all(np.isfinite(self.vectors), axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"cache_file": str(self.cache_file) if self.cache_file else None, "reused": self.reused,
+                "computed": self.computed, "failed": int((~self.ok).sum())}
+
+
+def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
+                       cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                       progress: Progress | None = None) -> TeacherEmbeddings:
+    """The teacher's vectors for ``paths`` (relative to ``root``), reusing and extending the cache.
+
+    A cached row is reused when the image's path and the digest of its bytes both match;
+    only the rest reach the teacher. Failed images are not cached (they are retried).
+    """
+    paths = list(paths)
+    if not (use_cache and teacher.cacheable):
+        vectors = np.asarray(teacher.embed(root, paths, progress), np.float32)
+        return TeacherEmbeddings(paths, vectors, None, 0, len(paths))
+    file = cache_file(teacher, cache_dir)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(_digest, [os.path.join(root, p) for p in paths]))
+    cached = _read_cache(file, teacher)
+    vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)  # type: ignore[arg-type]
+    todo: list[int] = []
+    for i, (path, digest) in enumerate(zip(paths, digests)):
+        row = cached.get((_norm_key(path), digest))
+        if row is None or row.shape != (vectors.shape[1],):
+            todo.append(i)
+        else:
+            vectors[i] = row
+    reused = len(paths) - len(todo)
+    if todo:
+        logger.info("teacher %s: embedding %d image(s) (%d reused from %s)", teacher.kind, len(todo), reused, file)
+        fresh = np.asarray(teacher.embed(root, [paths[i] for i in todo], progress), np.float32)
+        vectors[todo] = fresh
+        for i, row in zip(todo, fresh):
+            if np.all(np.isfinite(row)) and digests[i]:
+                cached[(_norm_key(paths[i]), digests[i])] = row
+        _write_cache(file, teacher, cached)
+    else:
+        logger.info("teacher %s: all %d embeddings reused from %s", teacher.kind, len(paths), file)
+    return TeacherEmbeddings(paths, vectors, file, reused, len(todo))
+
+
+def _read_cache(file: Path, teacher: Teacher) -> dict[tuple[str, str], np.ndarray]:
+    if not file.is_file():
+        return {}
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            if str(npz["fingerprint"]) != teacher.fingerprint:
+                logger.warning("teacher cache %s belongs to another teacher: ignoring it", file)
+                return {}
+            paths, digests, vectors = npz["paths"], npz["digests"], npz["embeddings"]
+    except (OSError, ValueError, KeyError) as exc:  # damaged or foreign file: recompute, then replace it
+        logger.warning("teacher cache %s is unreadable (%s): recomputing", file, exc)
+        return {}
+    return {(str(p), str(d)): v for p, d, v in zip(paths, digests, vectors)}
+
+
+def _write_cache(file: Path, teacher: Teacher, rows: Mapping[tuple[str, str], np.ndarray]) -> None:
+    import tempfile
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(rows)
+    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}-", suffix=".npz", dir=file.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, format=np.array(CACHE_FORMAT), fingerprint=np.array(teacher.fingerprint),
+                 teacher=np.array(json.dumps(teacher.record, sort_keys=True)),
+                 paths=np.array([k[0] for k in keys], dtype=str), digests=np.array([k[1] for k in keys], dtype=str),
+                 embeddings=np.stack([rows[k] for k in keys]).astype(np.float32))
+        os.replace(tmp, file)  # atomic: a concurrent run reads the old or the new file, never half of one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
