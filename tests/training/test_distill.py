@@ -204,9 +204,11 @@ def test_projection_when_teacher_and_student_dimensions_differ(setup, tmp_path):
     _, data, _ = setup
     teacher = _tiny_teacher(tmp_path / "wide.keras", embedding_size=24)
     result = train(tiny_config(data, tmp_path / "run", teacher=str(teacher), teacher_cache=str(tmp_path / "c"),
-                               label_weight=0.5, distill_loss="l2", epochs=1, steps_per_epoch=2))
+                               label_weight=0.5, distill_loss="l2", epochs=1, steps_per_epoch=2,
+                               cache_bytes=1))  # crops decoded per batch: targets gathered alongside
     described = result.card["distillation"]
     assert described["projection"] == {"from": 16, "to": 24} and described["label_weight"] == 0.5
+    assert described["train_cosine_after"] is None  # not measured without cached crops
     assert {"distill_loss", "arcface_head_loss"} <= set(result.history[0])  # both losses trained
     model, _ = load_model(result.model_path)
     assert int(model.output_shape[-1]) == 16 and "distill_projection" not in [layer.name for layer in model.layers]
