@@ -83,23 +83,24 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | 
     if w.shape != (src.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {src.shape[0]} non-negative numbers, got {weights!r}")
     w = w / w.sum()
-    src_mean, dst_mean = w @ src, w @ dst
+    src_mean, dst_mean = (w[:, None] * src).sum(axis=0), (w[:, None] * dst).sum(axis=0)
     src_centred, dst_centred = src - src_mean, dst - dst_mean
-    src_var = float(w @ (src_centred ** 2).sum(axis=1))
-    dst_var = float(w @ (dst_centred ** 2).sum(axis=1))
+    src_var = float((w * (src_centred ** 2).sum(axis=1)).sum())
+    dst_var = float((w * (dst_centred ** 2).sum(axis=1)).sum())
     # Relative tolerance: points within ~1e-6 of the spread of coordinates count as identical.
     tiny = 1e-12 * max(1.0, float(np.abs(src).max()), float(np.abs(dst).max())) ** 2
     if src_var <= tiny or dst_var <= tiny:
         raise ValueError("src and dst need at least 2 distinct points each; all points coincide")
-    covariance = (dst_centred * w[:, None]).T @ src_centred
-    u, singular, vt = np.linalg.svd(covariance)
-    signs = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        signs[-1] = -1.0  # the best orthogonal map is a reflection: take the best rotation instead
-    rotation = u @ np.diag(signs) @ vt
-    scale = float((singular * signs).sum() / src_var)
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, translation[:, None]])
+    # In 2-D, Umeyama's rotation-only solution (SVD of the covariance, reflection ruled out) has
+    # a closed form: scale * rotation = [[a, -b], [b, a]] with a and b the weighted dot and cross
+    # products of the centred points over src_var. Same result, without a LAPACK call per face.
+    sx, sy = src_centred[:, 0], src_centred[:, 1]
+    dx, dy = dst_centred[:, 0], dst_centred[:, 1]
+    a = float((w * (sx * dx + sy * dy)).sum()) / src_var
+    b = float((w * (sx * dy - sy * dx)).sum()) / src_var
+    linear = np.array([[a, -b], [b, a]])
+    translation = dst_mean - linear @ src_mean
+    return np.hstack([linear, translation[:, None]])
 
 
 def warp_affine(rgb: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
@@ -107,23 +108,30 @@ def warp_affine(rgb: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int
 
     Bilinear, black outside the source. Pixel-index coordinates (see the module docstring).
     """
-    rgb = _rgb(rgb)
+    return _warp(Image.fromarray(_rgb(rgb)), matrix, output_size)
+
+
+def _warp(image: Image.Image, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """:func:`warp_affine` on an RGB PIL image. Pillow computes only the output pixels, so the
+    cost does not depend on the source's size; what made aligning a camera frame slow was
+    copying the whole frame into Pillow first, which the pipeline avoids by passing its image."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3) or not np.isfinite(matrix).all():
         raise ValueError(f"matrix must be a finite 2x3 affine matrix, got shape {matrix.shape}")
     height, width = _size(output_size)
-    forward = np.vstack([matrix, [0.0, 0.0, 1.0]])
-    if abs(np.linalg.det(forward[:2, :2])) < 1e-12:
+    linear = matrix[:, :2]
+    det = linear[0, 0] * linear[1, 1] - linear[0, 1] * linear[1, 0]
+    if abs(det) < 1e-12:
         raise ValueError("matrix is singular (zero scale); it cannot be inverted for warping")
-    inverse = np.linalg.inv(forward)
-    # Pillow maps each output pixel's continuous centre (index + 0.5) to continuous source
-    # coordinates; shift the index-space inverse into that convention.
-    shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    unshift = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
-    coefficients = (shift @ inverse @ unshift)[:2].ravel()
-    image = Image.fromarray(rgb).transform((width, height), Image.Transform.AFFINE, tuple(coefficients),
-                                           resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
-    return np.asarray(image)
+    # Invert the affine map (output pixel -> source pixel), then shift the index-space inverse
+    # into Pillow's convention, which maps each output pixel's continuous centre (index + 0.5)
+    # to continuous source coordinates: x_src + 0.5 = A (x_out + 0.5 - 0.5) + b + 0.5.
+    inverse = np.array([[linear[1, 1], -linear[0, 1]], [-linear[1, 0], linear[0, 0]]]) / det
+    offset = -inverse @ matrix[:, 2] + 0.5 - inverse.sum(axis=1) * 0.5
+    coefficients = (inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1])
+    warped = image.transform((width, height), Image.Transform.AFFINE, coefficients,
+                             resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    return np.asarray(warped)
 
 
 def alignment_matrix(keypoints: np.ndarray, input_size: tuple[int, int], template: str = "arcface") -> np.ndarray:
@@ -149,20 +157,30 @@ def align_face(rgb: np.ndarray, keypoints: np.ndarray, input_size: tuple[int, in
     return warp_affine(rgb, alignment_matrix(keypoints, input_size, template), input_size)
 
 
+def _align_image(image: Image.Image, keypoints: np.ndarray, input_size: tuple[int, int],
+                 template: str = "arcface") -> np.ndarray:
+    """:func:`align_face` on an RGB PIL image (the pipeline's)."""
+    if template == "none":
+        return _center_crop(image, input_size)
+    return _warp(image, alignment_matrix(keypoints, input_size, template), input_size)
+
+
 def center_crop(rgb: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
     """The largest centred crop with ``input_size``'s aspect ratio, resized to ``input_size = (h, w)``.
 
     For images that already are face crops (``alignment="none"``); a square size gives a centre square.
     """
-    rgb = _rgb(rgb)
+    return _center_crop(Image.fromarray(_rgb(rgb)), input_size)
+
+
+def _center_crop(image: Image.Image, input_size: tuple[int, int]) -> np.ndarray:
     height, width = _size(input_size)
-    src_h, src_w = rgb.shape[:2]
+    src_w, src_h = image.size
     crop_w = min(src_w, max(1, round(src_h * width / height)))
     crop_h = min(src_h, max(1, round(crop_w * height / width)))
     left, top = (src_w - crop_w) // 2, (src_h - crop_h) // 2
     # Crop first: resize(box=...) would blend in pixels from outside the box at its edges.
-    resized = Image.fromarray(rgb).crop((left, top, left + crop_w, top + crop_h)).resize(
-        (width, height), Image.Resampling.BILINEAR)
+    resized = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized)
 
 

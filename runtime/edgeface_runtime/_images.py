@@ -77,6 +77,8 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "WEBP", "GIF", "TIFF", "AVIF",
 #: Channel orders accepted for numpy frames ("BGR" is what OpenCV and many cameras give).
 COLOR_ORDERS = ("RGB", "BGR")
 
+_Loaded = Union[Image.Image, np.ndarray]  # what _load_rgb gives: an RGB-mode image or a new array
+
 ImageSource = Union[
     str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes], Image.Image, np.ndarray
 ]
@@ -124,12 +126,25 @@ def load_image(
         ValueError: ``color_order`` or ``max_pixels`` is not an accepted value.
         TypeError: ``source`` is none of the kinds above (or a text-mode file).
     """
+    return _as_array(_load_rgb(source, color_order, max_pixels, as_image=False))
+
+
+def _load_rgb(
+    source: ImageSource, color_order: str, max_pixels: Optional[int], *, as_image: bool
+) -> _Loaded:
+    """:func:`load_image` without its final copy: an RGB-mode PIL image or a fresh (H, W, 3) uint8 array.
+
+    The pipeline asks with ``as_image=True`` and hands the PIL image straight to the detector
+    and the aligner, which work on Pillow's own buffer: every numpy round trip would copy the
+    whole frame. Such an image may be the caller's own PIL image (never modified) or share
+    nothing with the caller; an array is always a new copy.
+    """
     if color_order not in COLOR_ORDERS:
         raise ValueError(f"color_order must be one of {COLOR_ORDERS}, got {color_order!r}")
     _check_max_pixels_argument(max_pixels)
 
     if isinstance(source, np.ndarray):
-        return _from_array(source, color_order, max_pixels)
+        return _from_array(source, color_order, max_pixels, as_image)
     if isinstance(source, Image.Image):
         return _from_pil(source, _describe_pil(source), max_pixels)
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -143,6 +158,16 @@ def load_image(
         "load_image expects a path, bytes, a binary file object, a PIL image or a numpy "
         f"array, got {type(source).__name__}"
     )
+
+
+def _as_array(rgb: _Loaded) -> np.ndarray:
+    if isinstance(rgb, np.ndarray):
+        return rgb  # _load_rgb's arrays are already new copies
+    return np.array(rgb, dtype=np.uint8, order="C")  # a copy: asarray would be read-only
+
+
+def _as_image(rgb: _Loaded) -> Image.Image:
+    return rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
 
 
 def to_pil(rgb: np.ndarray) -> Image.Image:
@@ -167,7 +192,7 @@ def to_pil(rgb: np.ndarray) -> Image.Image:
 # --- sources ---------------------------------------------------------------------------
 
 
-def _load_path(path: "Union[str, os.PathLike[str]]", max_pixels: Optional[int]) -> np.ndarray:
+def _load_path(path: "Union[str, os.PathLike[str]]", max_pixels: Optional[int]) -> "_Loaded":
     described = repr(os.fsdecode(os.fspath(path)))
     try:
         file = open(path, "rb")
@@ -190,7 +215,7 @@ def _load_path(path: "Union[str, os.PathLike[str]]", max_pixels: Optional[int]) 
         return _decode(file, described, max_pixels)
 
 
-def _load_file_object(file: IO[bytes], max_pixels: Optional[int]) -> np.ndarray:
+def _load_file_object(file: IO[bytes], max_pixels: Optional[int]) -> "_Loaded":
     name = getattr(file, "name", None)
     described = f"<file {name!r}>" if isinstance(name, str) else "<file object>"
     if isinstance(file, io.TextIOBase):
@@ -209,13 +234,13 @@ def _load_file_object(file: IO[bytes], max_pixels: Optional[int]) -> np.ndarray:
     return _decode_bytes(data, f"{described} ({len(data)} bytes)", max_pixels)
 
 
-def _decode_bytes(data: bytes, described: str, max_pixels: Optional[int]) -> np.ndarray:
+def _decode_bytes(data: bytes, described: str, max_pixels: Optional[int]) -> "_Loaded":
     if not data:
         raise ImageDecodeError(f"{described}: empty input (0 bytes), not an image")
     return _decode(io.BytesIO(data), described, max_pixels)
 
 
-def _decode(file: IO[bytes], described: str, max_pixels: Optional[int]) -> np.ndarray:
+def _decode(file: IO[bytes], described: str, max_pixels: Optional[int]) -> "_Loaded":
     formats = _available_formats()
     try:
         # Reads the header only; pixel data is decoded by load() in _from_pil.
@@ -229,11 +254,16 @@ def _decode(file: IO[bytes], described: str, max_pixels: Optional[int]) -> np.nd
         ) from exc
     except Exception as exc:  # Pillow plugins raise a zoo of types on a corrupt header.
         raise ImageDecodeError(f"{described}: unreadable image header ({_reason(exc)})") from exc
-    with img:
-        return _from_pil(img, described, max_pixels)
+    rgb: Optional[_Loaded] = None
+    try:
+        rgb = _from_pil(img, described, max_pixels)
+        return rgb
+    finally:
+        if rgb is not img:  # an RGB file comes back as the decoded image itself: keep it open
+            img.close()
 
 
-def _from_pil(img: Image.Image, described: str, max_pixels: Optional[int]) -> np.ndarray:
+def _from_pil(img: Image.Image, described: str, max_pixels: Optional[int]) -> _Loaded:
     _check_pixel_count(img.size, described, max_pixels)
     kind = f"{img.format} data" if img.format else "image data"
     try:
@@ -245,7 +275,7 @@ def _from_pil(img: Image.Image, described: str, max_pixels: Optional[int]) -> np
             f"{described}: corrupt or truncated {kind} ({_reason(exc)})"
         ) from exc
     try:
-        rgb = _pil_to_rgb_array(_apply_exif_orientation(img, described))
+        rgb = _pil_to_rgb(_apply_exif_orientation(img, described))
     except (ValueError, OSError, MemoryError) as exc:
         raise ImageDecodeError(
             f"{described}: cannot convert a mode {img.mode!r} image to RGB ({_reason(exc)})"
@@ -254,7 +284,9 @@ def _from_pil(img: Image.Image, described: str, max_pixels: Optional[int]) -> np
     return rgb
 
 
-def _from_array(frame: np.ndarray, color_order: str, max_pixels: Optional[int]) -> np.ndarray:
+def _from_array(
+    frame: np.ndarray, color_order: str, max_pixels: Optional[int], as_image: bool
+) -> _Loaded:
     described = f"array of shape {frame.shape} and dtype {frame.dtype}"
     if frame.dtype != np.uint8:
         raise ImageDecodeError(
@@ -283,8 +315,15 @@ def _from_array(frame: np.ndarray, color_order: str, max_pixels: Optional[int]) 
     # Always copy: cameras reuse their capture buffers, and the result must not change.
     if channels == 1:
         return np.repeat(frame.reshape(height, width, 1), 3, axis=2)
-    colour = frame[..., 2::-1] if color_order == "BGR" else frame[..., :3]  # alpha dropped
-    return np.array(colour, dtype=np.uint8, order="C", copy=True)
+    if channels == 3 and color_order == "RGB":
+        if as_image:
+            return Image.fromarray(np.ascontiguousarray(frame))  # Pillow copies RGB into its own buffer
+        return np.array(frame, dtype=np.uint8, order="C", copy=True)
+    # Reordering channels (and dropping alpha) in numpy is a strided copy, several times slower
+    # than Pillow's unpackers, which do it while copying the frame into Pillow's buffer.
+    rawmode = color_order + ("X" if channels == 4 else "")
+    # frombytes, not frombuffer: frombuffer would share the frame's memory for "RGBX" layouts.
+    return Image.frombytes("RGB", (width, height), np.ascontiguousarray(frame), "raw", rawmode, 0, 1)
 
 
 # --- conversion ------------------------------------------------------------------------
@@ -300,19 +339,18 @@ def _apply_exif_orientation(img: Image.Image, described: str) -> Image.Image:
     return img if method is None else img.transpose(method)
 
 
-def _pil_to_rgb_array(img: Image.Image) -> np.ndarray:
+def _pil_to_rgb(img: Image.Image) -> _Loaded:
+    """An RGB-mode image (``img`` itself when it already is one) or a new RGB array."""
     mode = img.mode
     if mode.startswith("I"):  # "I", "I;16", "I;16B", "I;16L", "I;16N", ...
         return _gray_to_rgb(_scale_16_bit(np.asarray(img)))
     if mode == "F":
         return _gray_to_rgb(_float_to_uint8(np.asarray(img)))
     if _has_alpha(img):
-        rgb = _composite_over_black(img.convert("RGBA"))
-    elif mode == "RGB":
-        rgb = img
-    else:
-        rgb = img.convert("RGB")
-    return np.array(rgb, dtype=np.uint8, order="C")  # a copy: asarray would be read-only
+        return _composite_over_black(img.convert("RGBA"))
+    if mode == "RGB":
+        return img
+    return img.convert("RGB")
 
 
 def _has_alpha(img: Image.Image) -> bool:

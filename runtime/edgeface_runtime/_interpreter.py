@@ -11,9 +11,9 @@ import importlib
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from typing import Any, Sequence
 
 import numpy as np
@@ -64,10 +64,7 @@ def select_backend(name: str | None = None) -> Backend:
         except ImportError as exc:
             tried.append(f"{backend_name}: {exc}")
             continue
-        try:
-            version = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            version = "unknown"
+        version = _version(module_name, dist)
         backend = Backend(backend_name, version, module.Interpreter)
         _cache[wanted] = backend
         logger.debug("using TFLite interpreter %s %s", backend_name, version)
@@ -77,6 +74,20 @@ def select_backend(name: str | None = None) -> Backend:
         "`pip install edgeface-runtime` brings ai-edge-litert on 64-bit Linux/macOS with Python >= 3.10; "
         "on 32-bit Raspberry Pi OS or Python 3.9 use `pip install 'edgeface-runtime[legacy]'` (tflite-runtime, numpy<2)."
     )
+
+
+def _version(module_name: str, dist: str) -> str:
+    # The package's own __version__ first: importlib.metadata costs about 4 MB of resident
+    # memory and 60 modules, which a device process embedding the runtime need not carry.
+    version = getattr(sys.modules.get(module_name.split(".")[0]), "__version__", None)
+    if isinstance(version, str) and version:
+        return version
+    from importlib import metadata as importlib_metadata
+
+    try:
+        return importlib_metadata.version(dist)
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def unsupported_ops(model: bytes, table_id: str) -> list[tuple[OperatorCode, int]]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ._embedder import Embedder
 from ._errors import NoFaceError
-from ._images import DEFAULT_MAX_PIXELS, load_image
+from ._images import DEFAULT_MAX_PIXELS, _as_image, _load_rgb
 from ._matching import IdentifyResult, VerifyResult, verify_embeddings
 
 logger = logging.getLogger(__name__)
@@ -110,25 +110,27 @@ class FaceVerifier:
             raise ValueError("this verifier was created with detect=False; create it with detect=True to detect faces")
         return self.detector.detect(self._load(image, color_order))
 
-    def _load(self, image: Any, color_order: str) -> np.ndarray:
-        return load_image(image, color_order=color_order, max_pixels=self.options.max_pixels)
+    def _load(self, image: Any, color_order: str) -> Any:
+        # An RGB PIL image, not an array: the detector and the aligner both work on Pillow's
+        # buffer, and each array round trip would copy the whole frame.
+        return _as_image(_load_rgb(image, color_order, self.options.max_pixels, as_image=True))
 
-    def _faces(self, rgb: np.ndarray, all_faces: bool, timings: dict[str, float]) -> list[FaceResult]:
-        from ._align import align_face, center_crop
+    def _faces(self, image: Any, all_faces: bool, timings: dict[str, float]) -> list[FaceResult]:
+        from ._align import _align_image, _center_crop
 
         size = self.embedder.preprocess.input_size
         t0 = time.perf_counter()
         if self.detector is None:
-            crops, faces = [center_crop(rgb, size)], [None]
+            crops, faces = [_center_crop(image, size)], [None]
             t1 = t0
         else:
-            faces = self.detector.detect(rgb)
+            faces = self.detector.detect(image)
             if not all_faces:
                 faces = faces[:1]
             t1 = time.perf_counter()
             template = self.embedder.preprocess.alignment
-            crops = [align_face(rgb, f.keypoints, size, template=template) if template != "none"
-                     else center_crop(rgb[int(f.box[1]):int(f.box[3]) + 1, int(f.box[0]):int(f.box[2]) + 1], size)
+            crops = [_align_image(image, f.keypoints, size, template=template) if template != "none"
+                     else _center_crop(image.crop(_pixel_box(f.box, image.size)), size)
                      for f in faces]
         t2 = time.perf_counter()
         results = [FaceResult(face, self.embedder.embed(crop)) for face, crop in zip(faces, crops)]
@@ -143,9 +145,9 @@ class FaceVerifier:
     def _single(self, image: Any, color_order: str) -> FaceResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        rgb = self._load(image, color_order)
+        loaded = self._load(image, color_order)
         timings["decode"] = (time.perf_counter() - t0) * 1e3
-        faces = self._faces(rgb, False, timings)
+        faces = self._faces(loaded, False, timings)
         self.last_timings_ms = timings
         if not faces:
             raise NoFaceError(f"no face found in {_describe(image)} (minimum detector score "
@@ -199,9 +201,9 @@ class FaceVerifier:
         gallery, identities. Never raises for "no face": the result is then empty."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        rgb = self._load(frame, color_order)
+        image = self._load(frame, color_order)
         timings["decode"] = (time.perf_counter() - t0) * 1e3
-        faces = self._faces(rgb, all_faces, timings)
+        faces = self._faces(image, all_faces, timings)
         if self.gallery is not None and faces:
             value, far = self.threshold()
             t1 = time.perf_counter()
@@ -221,6 +223,12 @@ class FaceVerifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pixel_box(box: Sequence[float], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The whole pixels a detector box touches, as a Pillow crop box inside the image."""
+    width, height = size
+    return int(box[0]), int(box[1]), min(width, int(box[2]) + 1), min(height, int(box[3]) + 1)
 
 
 def _describe(item: Any) -> str:
