@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeface_runtime._metadata import ModelMetadata
 
-from . import _clustering, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
+from . import _bias_correction, _clustering, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
 from ._variants import DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target, parse_variants
 
@@ -73,6 +73,7 @@ class _Run:
         self.reference = _validate.keras_embed(source, calibration.held_out)
         self.built: dict[tuple[str, ...], _Built | Exception] = {}
         self.exports: dict[int, str] = {}
+        self.corrections: dict[int, tuple[Any, Any, dict[str, Any]]] = {}  # id(model) -> (model, corrected, summary)
         self.centres: np.ndarray | None = None
         self.finetune_options = _finetune.FineTuneOptions(steps=options["finetune_steps"],
                                                           learning_rate=options["learning_rate"],
@@ -105,6 +106,14 @@ class _Run:
                                    centres=self.centres)
         return _Built(strip(wrapped, after), before.finetune + [{"step": step, **stats}])
 
+    def corrected(self, model: Any) -> tuple[Any, dict[str, Any]]:
+        """``model`` with int8 weight-rounding bias corrected on the representative crops (once per model)."""
+        key = id(model)
+        if key not in self.corrections:  # the entry keeps ``model`` alive, so its id is not reused
+            corrected, summary = _bias_correction.bias_corrected(model, self.calibration.representative)
+            self.corrections[key] = (model, corrected, summary)
+        return self.corrections[key][1], self.corrections[key][2]
+
     def exported(self, model: Any) -> str:
         key = id(model)
         if key not in self.exports:
@@ -128,7 +137,12 @@ class _Run:
         built = self.compressed(variant.steps)
         result.finetune = built.finetune
         io = self.options["io"] if variant.quantization == "int8" else "float32"
-        tflite = _ptq.convert(self.exported(built.model), variant.quantization,
+        model = built.model
+        # QAT models carry their own quantization ranges; every other full-int8 file rounds
+        # weights the model never saw rounded, and the correction removes the mean error.
+        if variant.quantization == "int8" and "qat" not in variant.steps and self.options["bias_correction"]:
+            model, result.bias_correction = self.corrected(built.model)
+        tflite = _ptq.convert(self.exported(model), variant.quantization,
                               representative=self.calibration.representative, io=io,
                               per_channel_dense=self.target.per_channel_dense,
                               quantization_aware="qat" in variant.steps)
@@ -203,7 +217,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
             finetune_steps: int = 500, learning_rate: float = 1e-4, distill_weight: float = 10.0,
-            batch_size: int = 32, fars: Sequence[float] = (1e-3,), min_cosine: float = MIN_COSINE,
+            batch_size: int = 32, bias_correction: bool = True, fars: Sequence[float] = (1e-3,),
+            min_cosine: float = MIN_COSINE,
             metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
             seed: int | None = 0, progress: Progress | None = None) -> Manifest:
     """Convert ``model_path`` into ``variants`` under ``out_dir`` and return the manifest written there.
@@ -221,6 +236,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
     finetune_steps, learning_rate, distill_weight, batch_size: fine-tuning per compression step.
+    bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
+        mean error that rounding its weights to int8 causes, measured on the calibration crops
+        (``_bias_correction``); False converts the model as it is.
     min_cosine: mean cosine every file must reach against the Keras model it was converted
         from (fine-tuned variants must also stay within the table's floor of the source model).
     seed: seeds Keras/TF/numpy for reproducible fine-tuning (None leaves the global state alone).
@@ -278,7 +296,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,
                "finetune_steps": int(finetune_steps), "learning_rate": float(learning_rate),
-               "distill_weight": float(distill_weight)}
+               "distill_weight": float(distill_weight), "bias_correction": bool(bias_correction)}
     results: list[VariantResult] = []
     try:
         with contextlib.ExitStack() as stack:

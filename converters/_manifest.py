@@ -31,6 +31,7 @@ class VariantResult:
     io: dict[str, str] | None = None
     ops: list[str] = field(default_factory=list)
     finetune: list[dict[str, Any]] = field(default_factory=list)  # one entry per compression step
+    bias_correction: dict[str, Any] | None = None  # int8 weight-rounding bias correction: layers corrected
     options: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None
 

@@ -51,6 +51,9 @@ def convert_command(
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
     finetune_steps: int = typer.Option(500, help="Fine-tuning steps per compression step."),
     learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate (Adam)."),
+    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
+                                         help="Before full-int8 conversion, remove the mean error that rounding "
+                                              "the weights causes (measured on the calibration crops)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of a table."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
@@ -78,7 +81,7 @@ def convert_command(
             manifest = convert(model, out, [v.name for v in chosen], calibration=calibration, data=data,
                                calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
                                sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
-                               learning_rate=learning_rate, progress=progress)
+                               learning_rate=learning_rate, bias_correction=bias_correction, progress=progress)
         finally:
             for bar in bars:
                 bar.close()
