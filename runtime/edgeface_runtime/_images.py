@@ -43,6 +43,7 @@ it inside ``Image.open`` (error above twice its value); that refusal also surfac
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import numbers
@@ -241,10 +242,17 @@ def _decode_bytes(data: bytes, described: str, max_pixels: Optional[int]) -> "_L
 
 
 def _decode(file: IO[bytes], described: str, max_pixels: Optional[int]) -> "_Loaded":
-    formats = _available_formats()
+    # Pillow's always-loaded plugins first: the WebP, TIFF and AVIF plugins (and their codec
+    # libraries, about 1 MB resident) are imported only when a file is none of these.
+    Image.preinit()
+    formats = tuple(name for name in _COMMON_FORMATS if name in Image.OPEN)
     try:
         # Reads the header only; pixel data is decoded by load() in _from_pil.
-        img = Image.open(file, formats=formats)
+        try:
+            img = Image.open(file, formats=formats)
+        except Image.UnidentifiedImageError:
+            formats = _available_formats()
+            img = Image.open(file, formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning arrives as an exception only where warnings are errors.
         raise ImageTooLargeError(_pillow_bomb_message(described, exc)) from exc
@@ -387,9 +395,27 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
 # --- helpers ---------------------------------------------------------------------------
 
 
+# The Pillow plugin behind each supported format. Importing just these registers them;
+# Image.init() would import all of Pillow's ~40 plugins (77 modules, about 3 MB resident).
+# HEIF has no Pillow plugin: it counts once pillow-heif has registered its own.
+_PLUGINS = {
+    "JPEG": "JpegImagePlugin", "PNG": "PngImagePlugin", "PPM": "PpmImagePlugin",
+    "BMP": "BmpImagePlugin", "WEBP": "WebPImagePlugin", "GIF": "GifImagePlugin",
+    "TIFF": "TiffImagePlugin", "AVIF": "AvifImagePlugin",
+}
+_MISSING_PLUGINS: set = set()
+_COMMON_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "GIF")  # registered by Image.preinit(), which Image.open runs
+
+
 def _available_formats() -> Tuple[str, ...]:
     """SUPPORTED_FORMATS that this Pillow can open (Image.open fails on unknown IDs)."""
-    Image.init()  # registers all plugins once; later calls return at once
+    for name in SUPPORTED_FORMATS:
+        plugin = _PLUGINS.get(name)
+        if name not in Image.OPEN and plugin is not None and plugin not in _MISSING_PLUGINS:
+            try:
+                importlib.import_module(f"PIL.{plugin}")  # registers itself; a no-op once imported
+            except ImportError:  # an older Pillow (AVIF arrived in 11.3) or a missing codec
+                _MISSING_PLUGINS.add(plugin)
     return tuple(name for name in SUPPORTED_FORMATS if name in Image.OPEN)
 
 
