@@ -17,6 +17,7 @@ def test_bench_reports_every_stage_for_jpegs_and_frames(lfw_dir, detector_models
     for kind in ("jpeg", "frame_640x480"):
         assert set(run[kind]["stages"]) == {"decode", "detect", "align", "embed", "match", "total"}
         assert run[kind]["stages"]["total"]["n"] + run[kind]["no_face"] == 6
+        assert run[kind]["cpu"]["n"] == run[kind]["stages"]["total"]["n"] and run[kind]["cpu"]["median_ms"] > 0
     assert result["identify"]["100"]["median_ms"] > 0 and result["peak_rss_mb"] > 0
     assert "identify vs 100 people" in format_bench(result)
 
