@@ -235,3 +235,19 @@ def test_template_groups_from_grouped_and_scattered_labels():
     assert scattered.starts.tolist() == [0, 2]
     empty = TemplateGroups.from_labels([])
     assert empty.names == () and empty.size == 0
+
+
+def test_single_probes_and_batches_rank_alike():
+    # One probe is scored without BLAS threads, a batch with the matrix product: same answers.
+    from edgeface_runtime._matching import identify_embeddings, identify_many
+
+    rng = np.random.default_rng(7)
+    templates = rng.standard_normal((3000, 64)).astype(np.float32)
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    labels = [f"p{i % 1000}" for i in range(3000)]  # three templates per person, interleaved
+    probes = templates[rng.choice(3000, 12, replace=False)] + 0.05 * rng.standard_normal((12, 64)).astype(np.float32)
+    batch = identify_many(probes, templates, labels, top_k=5, threshold=0.5)
+    for probe, together in zip(probes, batch):
+        alone = identify_embeddings(probe, templates, labels, top_k=5, threshold=0.5)
+        assert [m.name for m in alone.matches] == [m.name for m in together.matches]
+        np.testing.assert_allclose([m.score for m in alone.matches], [m.score for m in together.matches], atol=1e-5)
