@@ -221,3 +221,6 @@ def register(app: typer.Typer) -> None:
 
     app.command("demo")(demo_command)
     app.command("download")(download_command)
+    from ._adapt_cli import adapt_command
+
+    app.command("adapt")(adapt_command)
