@@ -248,8 +248,6 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 # The detector
 
 _REDUCING_GAP = 1.0
-_TO_UNIT_RANGE = np.arange(256, dtype=np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
-_TO_UNIT_RANGE.setflags(write=False)
 
 
 class FaceDetector:
@@ -362,8 +360,10 @@ class FaceDetector:
         if new_w < in_w:
             tensor[0, :, :pad_x] = -1.0
             tensor[0, :, pad_x + new_w:] = -1.0
-        # A 256-entry table maps uint8 to [-1, 1] in one pass (x * 2/255 - 1, as float32 arithmetic gives it).
-        tensor[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w] = _TO_UNIT_RANGE[np.asarray(image)]
+        # Scaled to [-1, 1] straight into the tensor: x * (2/255) - 1 in float32, no temporaries.
+        region = tensor[0, pad_y:pad_y + new_h, pad_x:pad_x + new_w]
+        np.multiply(np.asarray(image), np.float32(2.0 / 255.0), out=region, dtype=np.float32)
+        region -= np.float32(1.0)
         return tensor, (new_w / width, new_h / height, float(pad_x), float(pad_y))
 
     def detect(self, image: Union[np.ndarray, Image.Image]) -> list[Face]:
