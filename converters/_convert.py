@@ -77,7 +77,8 @@ class _Run:
         self.centres: np.ndarray | None = None
         self.finetune_options = _finetune.FineTuneOptions(steps=options["finetune_steps"],
                                                           learning_rate=options["learning_rate"],
-                                                          distill_weight=options["distill_weight"])
+                                                          distill_weight=options["distill_weight"],
+                                                          task_weight=options["task_weight"])
 
     # -- compression steps -------------------------------------------------------------
 
@@ -100,7 +101,7 @@ class _Run:
         step, after = steps[-1], steps[:-1]
         apply, strip = _STEP_PAIRS[step]
         wrapped, callbacks = apply(_model.copy_model(before.model), self.options, after)
-        if self.centres is None:  # the same data and teacher for every step: imprint once
+        if self.centres is None and self.finetune_options.task_weight > 0:  # same data and teacher: imprint once
             self.centres = _finetune.class_centres(self.data, self.source, self.finetune_options.imprint_batches)
         stats = _finetune.finetune(wrapped, self.data, self.source, self.finetune_options, callbacks,  # type: ignore[arg-type]
                                    centres=self.centres)
@@ -216,7 +217,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             calibration: str | os.PathLike, data: str | os.PathLike | _data.FineTuneData | None = None,
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
-            finetune_steps: int = 500, learning_rate: float = 1e-4, distill_weight: float = 10.0,
+            finetune_steps: int = 500, learning_rate: float = 1e-4, distill_weight: float = 1.0, task_weight: float = 0.0,
             batch_size: int = 32, bias_correction: bool = True, fars: Sequence[float] = (1e-3,),
             min_cosine: float = MIN_COSINE,
             metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
@@ -235,7 +236,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
         each variant's thresholds at ``fars`` are calibrated on its own impostor scores.
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
-    finetune_steps, learning_rate, distill_weight, batch_size: fine-tuning per compression step.
+    finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
+        step; the loss is distill_weight × (1 − cosine to the source model's embedding) +
+        task_weight × a classification loss (default 0: the source model is the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
         (``_bias_correction``); False converts the model as it is.
@@ -260,7 +263,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     for far in fars:
         if not 0.0 < float(far) < 1.0:
             raise ValueError(f"FAR values must be between 0 and 1, got {far!r}")
-    _finetune.FineTuneOptions(steps=finetune_steps, learning_rate=learning_rate)  # validates them early
+    _finetune.FineTuneOptions(steps=finetune_steps, learning_rate=learning_rate, distill_weight=distill_weight,
+                              task_weight=task_weight)  # validates them early
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; give a folder for the .tflite files and manifest.json")
@@ -296,7 +300,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,
                "finetune_steps": int(finetune_steps), "learning_rate": float(learning_rate),
-               "distill_weight": float(distill_weight), "bias_correction": bool(bias_correction)}
+               "distill_weight": float(distill_weight), "task_weight": float(task_weight),
+               "bias_correction": bool(bias_correction)}
     results: list[VariantResult] = []
     try:
         with contextlib.ExitStack() as stack:

@@ -264,20 +264,24 @@ def fold_dense_batchnorm(model: Any) -> Any:
     return folded
 
 
-def copy_model(model: Any, *, freeze_batchnorm: bool = True) -> Any:
+def copy_model(model: Any, *, freeze_batchnorm: bool = True, dropout: bool = False) -> Any:
     """An independent copy (new layers, copied weights): tfmot wrappers share or mutate their input.
 
     ``freeze_batchnorm``: fine-tuning keeps BatchNorm in inference mode with its trained
     statistics; small fine-tuning batches would otherwise replace them and move every embedding.
+    ``dropout``: False sets every Dropout rate to 0. Fine-tuning matches the source model's
+    inference-mode embedding; with dropout on, the student is trained on noisy features the
+    teacher never sees (a no-op for the exported model, whose dropout is off anyway).
     """
     from edgeface._keras import keras
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    if freeze_batchnorm:
-        for layer in clone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    for layer in clone.layers:
+        if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        if not dropout and isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0  # read when the layer is called (and by get_config for tfmot's clones)
     return clone
 
 

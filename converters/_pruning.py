@@ -1,8 +1,8 @@
 """Magnitude pruning: ``apply_pruning`` wraps the prunable layers, ``strip_pruning`` unwraps them.
 
 Between the two, fine-tuning (``_finetune``) drives ``UpdatePruningStep``: a PolynomialDecay
-schedule raises sparsity from 0 to the target over the first ~70 % of the steps and the rest
-recover accuracy at the final mask. tfmot 0.8.1 prunes Conv2D and Dense kernels only
+schedule raises sparsity from 0 to the target over the first ~2/3 of the steps and the last
+third recovers at the final mask (each raise moves the embedding; the recovery pulls it back). tfmot 0.8.1 prunes Conv2D and Dense kernels only
 (DepthwiseConv2D and BatchNorm have nothing it prunes), and whole-model pruning rejects
 layers it does not know (the L2Normalize output layer), so layers are wrapped one by one
 through ``clone_model``.
@@ -15,7 +15,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-RAMP_FRACTION = 0.7  # of the fine-tuning steps spent raising sparsity
+RAMP_FRACTION = 2 / 3  # of the fine-tuning steps spent raising sparsity
 PRUNE_EVERY = 5  # steps between mask updates (tfmot's default is 100: far too coarse for short runs)
 
 

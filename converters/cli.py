@@ -51,6 +51,8 @@ def convert_command(
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
     finetune_steps: int = typer.Option(500, help="Fine-tuning steps per compression step."),
     learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate (Adam)."),
+    task_weight: float = typer.Option(0.0, help="Weight of a classification loss beside the distillation towards "
+                                                 "the source model's embedding (0: distillation only)."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
                                          help="Before full-int8 conversion, remove the mean error that rounding "
                                               "the weights causes (measured on the calibration crops)."),
@@ -81,7 +83,8 @@ def convert_command(
             manifest = convert(model, out, [v.name for v in chosen], calibration=calibration, data=data,
                                calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
                                sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
-                               learning_rate=learning_rate, bias_correction=bias_correction, progress=progress)
+                               learning_rate=learning_rate, task_weight=task_weight,
+                               bias_correction=bias_correction, progress=progress)
         finally:
             for bar in bars:
                 bar.close()

@@ -134,6 +134,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
         (dict(clusters=1), "clusters must be at least 2"),
         (dict(fars=(0.0,)), "FAR values must be between 0 and 1"),
         (dict(finetune_steps=0), "finetune_steps must be at least 1"),
+        (dict(distill_weight=0.0), "distill_weight and task_weight must be >= 0 and not both 0"),
         (dict(out_dir=missing.with_suffix(".txt")), "is a file; give a folder"),
     ]:
         variants = options.pop("variants", "int8")

@@ -1,0 +1,75 @@
+"""The fine-tuning recipe between a compression step's apply and strip (``_finetune``, ``_pruning``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converters_testkit import build_tiny
+
+
+def _with_dropout():
+    from edgeface._keras import keras
+    from edgeface.layers import L2Normalize
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Dense(16, name="dense")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Dropout(0.5, name="drop")(x)
+    return keras.Model(inputs, L2Normalize(name="embedding")(keras.layers.Dense(4, name="out")(x)))
+
+
+def test_copy_for_finetuning_computes_the_inference_function_in_training_mode():
+    from edgeface_converters._model import copy_model
+
+    model = _with_dropout()
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    copy = copy_model(model)
+    np.testing.assert_allclose(copy(x, training=True), model(x, training=False), atol=1e-6)
+    assert model.get_layer("drop").rate == 0.5  # the source model is left as it was
+    noisy = copy_model(model, dropout=True)
+    assert not np.allclose(noisy(x, training=True), model(x, training=False), atol=1e-3)
+
+
+def test_distillation_only_pulls_a_perturbed_model_back_to_the_source():
+    from edgeface._keras import keras, tf
+    from edgeface_converters import FineTuneData
+    from edgeface_converters._finetune import FineTuneOptions, finetune
+    from edgeface_converters._model import copy_model
+
+    keras.utils.set_random_seed(0)
+    teacher = build_tiny()
+    student = copy_model(teacher)
+    rng = np.random.default_rng(1)
+    student.get_layer("b2_pw").set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+                                            for w in student.get_layer("b2_pw").get_weights()])
+    images = rng.uniform(-1, 1, size=(64, 32, 32, 3)).astype(np.float32)
+    data = FineTuneData(tf.data.Dataset.from_tensor_slices((images, np.zeros(64, np.int32))).batch(16), 3)
+
+    def cosine():
+        return float(np.mean(np.sum(student(images).numpy() * teacher(images).numpy(), axis=1)))
+
+    before = cosine()
+    stats = finetune(student, data, teacher, FineTuneOptions(steps=40, learning_rate=1e-3))
+    assert cosine() > before + 0.5 * (1 - before)  # at least half the gap closed
+    assert stats["task_weight"] == 0.0 and stats["task_loss"] == [0.0, 0.0]  # no classification head built
+    assert stats["distill_loss"][1] < stats["distill_loss"][0]
+
+
+def test_finetune_weights_must_leave_something_to_learn():
+    from edgeface_converters._finetune import FineTuneOptions
+
+    with pytest.raises(ValueError, match="not both 0, got 0.0 and 0.0"):
+        FineTuneOptions(distill_weight=0.0, task_weight=0.0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        FineTuneOptions(task_weight=-1.0)
+
+
+def test_pruning_reaches_its_target_by_two_thirds_of_the_steps():
+    from edgeface_converters._pruning import schedule
+
+    for steps in (30, 300, 500):
+        config = schedule(0.5, steps).get_config()["config"]
+        assert config["final_sparsity"] == 0.5
+        assert 0.6 * steps <= config["end_step"] <= 2 * steps / 3  # the last third recovers at the final mask
+        assert config["end_step"] % config["frequency"] == 0  # reached on a mask update
