@@ -54,20 +54,21 @@ class AdaptConfig:
     ``steps`` optimisation steps of ``batch_size`` images at learning rate ``lr`` (cosine
     decay); loss = margin-head cross-entropy + ``anchor_weight`` × mean(1 − cos(adapted,
     starting embedding)). ``unfreeze``: how many top backbone blocks train besides the
-    embedding head. ``bn_stats="target"`` re-estimates every batch-norm layer's statistics on
-    the target images before training. ``augment``: :class:`edgeface.data.Augment` options
+    embedding head (0: the head alone; ``"all"``: the whole network; use a lower ``lr`` then). ``bn_stats="target"`` re-estimates every batch-norm layer's statistics on
+    the target images before training (``"head"``: the embedding's batch-norm only, which
+    re-centres the embedding on the target domain). ``augment``: :class:`edgeface.data.Augment` options
     (``{}``: its defaults; ``None``: no augmentation).
     """
 
     head: str = "cosface"
     scale: float = 32.0
-    margin: float = 0.2
+    margin: float = 0.35
     steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     unfreeze: int | str = 0
     anchor_weight: float = 1.0
-    bn_stats: str = "source"
+    bn_stats: str = "head"
     augment: dict | None = field(default_factory=dict)
     seed: int = 0
     max_unreadable: float = 0.05
@@ -484,7 +485,8 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
     people (``edgeface_runtime.metrics.generate_pairs``, seeded), score the source model on
     them, then for each k adapt a fresh copy of the source on k images per adaptation person
     (:func:`kshot_indices`) and score it on the same pairs. Accuracy is k-fold (threshold
-    chosen on the other folds). ``summary`` gives mean ± std over seeds.
+    chosen on the other folds). ``summary`` gives mean ± std over seeds. Each seed sets the
+    split, the pairs, the k images and the adaptation's own randomness (``config.seed`` is not used).
     """
     config = _config(config, overrides)
     shots = _check_shots(shots)
@@ -508,7 +510,7 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
             subset = dataset.select(chosen)
             model = _fresh_copy(source)
             record = _fine_tune(model, source.metadata, crops[chosen], subset.labels,
-                                dataclasses.replace(config, seed=config.seed + seed))
+                                dataclasses.replace(config, seed=seed))
             after = _verification(model, held_crops, held_paths, pairs, source.metadata)
             runs.append({"seed": seed, "k": k, "adaptation_people": adapt_people, "held_out_people": held_people,
                          "adaptation_images": [dataset.paths[i] for i in chosen], **pair_info,

@@ -34,10 +34,10 @@ def adapt_command(
     bn_stats: Optional[str] = typer.Option(None, help="Batch-norm statistics: source, head (re-estimate the "
                                            "embedding's on the target images) or target (re-estimate all)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, crop, brightness/contrast jitter."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    seed: int = typer.Option(0, help="Random seed (with --kshot: the first split's)."),
     kshot: Optional[str] = typer.Option(None, help="Also evaluate k-shot adaptation on held-out people, e.g. 1,3,5 "
                                         "(writes kshot.json and kshot.md)."),
-    seeds: int = typer.Option(3, help="Splits (seeds) of the k-shot evaluation, averaged."),
+    seeds: int = typer.Option(3, help="Splits of the k-shot evaluation (seeds --seed, --seed+1, ...), averaged."),
     pairs: int = typer.Option(600, help="Verification pairs of held-out people per split (at most)."),
     held_out: float = typer.Option(0.5, help="Fraction of the people held out in the k-shot evaluation."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
@@ -60,7 +60,7 @@ def adapt_command(
         from .adaptation import adapt, kshot_evaluation, kshot_markdown, write_kshot_report
 
         if shots is not None:
-            report = kshot_evaluation(model, data, shots, seeds=range(seeds), held_out_fraction=held_out,
+            report = kshot_evaluation(model, data, shots, seeds=range(seed, seed + seeds), held_out_fraction=held_out,
                                       n_pairs=pairs, **overrides)
             json_path, md_path = write_kshot_report(report, out)
         result = adapt(model, data, out, **overrides)

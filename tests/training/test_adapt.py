@@ -53,18 +53,18 @@ def test_adapt_writes_a_loadable_model_recording_its_source(source_model, target
     from edgeface.adaptation import adapt
     from edgeface.training import load_model
 
-    result = adapt(source_model, target, tmp_path / "adapted", **SHORT)
+    result = adapt(source_model, target, tmp_path / "adapted", unfreeze=0, **SHORT)
     model, metadata = load_model(result.model_path)
     source, source_meta = load_model(source_model)
     assert metadata.preprocess == source_meta.preprocess and metadata.embedding_size == source_meta.embedding_size
     assert metadata.thresholds == {}  # the source's thresholds do not hold after adaptation
     extra = metadata.extra
     assert extra["adapted_from"]["sha256"] == hashlib.sha256(Path(source_model).read_bytes()).hexdigest()
-    assert extra["adaptation"]["steps"] == 4 and extra["backbone"] == "tiny"
+    assert extra["adaptation"]["steps"] == 4 and extra["adaptation"]["unfreeze"] == 0 and extra["backbone"] == "tiny"
     card = json.loads(result.card_path.read_text())
     assert card["data"]["identities"] == 8 and card["data"]["images"] == 48
     assert card["result"]["trainable_layers"] == ["embedding_dense", "embedding_bn"]
-    # Only the embedding head moved: the backbone is frozen by default.
+    # Only the embedding head moved: unfreeze=0 freezes the backbone.
     assert not np.allclose(_weights(model, "embedding_dense")[0], _weights(source, "embedding_dense")[0])
     for a, b in zip(_weights(model, "tiny_block3_conv"), _weights(source, "tiny_block3_conv")):
         np.testing.assert_array_equal(a, b)
