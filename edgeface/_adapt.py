@@ -54,10 +54,11 @@ class AdaptConfig:
     ``steps`` optimisation steps of ``batch_size`` images at learning rate ``lr`` (cosine
     decay); loss = margin-head cross-entropy + ``anchor_weight`` × mean(1 − cos(adapted,
     starting embedding)). ``unfreeze``: how many top backbone blocks train besides the
-    embedding head (0: the head alone; ``"all"``: the whole network; use a lower ``lr`` then). ``bn_stats="target"`` re-estimates every batch-norm layer's statistics on
-    the target images before training (``"head"``: the embedding's batch-norm only, which
-    re-centres the embedding on the target domain). ``augment``: :class:`edgeface.data.Augment` options
-    (``{}``: its defaults; ``None``: no augmentation).
+    embedding head (0: the head alone; ``"all"``: the whole network; use a lower ``lr`` then).
+    ``bn_stats="target"`` re-estimates every batch-norm layer's statistics on the target images
+    before training; ``"head"`` the embedding's batch-norm only, which re-centres the embedding
+    on the target domain. ``augment``: :class:`edgeface.data.Augment` options (``{}``: its
+    defaults; ``None``: no augmentation).
     """
 
     head: str = "cosface"
@@ -97,8 +98,8 @@ class AdaptConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.unfreeze, str) and self.unfreeze.isdigit():
             self.unfreeze = int(self.unfreeze)
-        if self.unfreeze != "all" and (isinstance(self.unfreeze, bool) or not isinstance(self.unfreeze, (int, np.integer))
-                                       or self.unfreeze < 0):
+        count = isinstance(self.unfreeze, (int, np.integer)) and not isinstance(self.unfreeze, bool)
+        if self.unfreeze != "all" and not (count and self.unfreeze >= 0):
             raise ValueError(f"unfreeze must be 'all' or a number of top backbone blocks >= 0, got {self.unfreeze!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
@@ -516,7 +517,8 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
                          "adaptation_images": [dataset.paths[i] for i in chosen], **pair_info,
                          "before": before, "after": after,
                          "mean_cosine_to_start": record["mean_cosine_to_start"]})
-            logger.info("seed %d, k=%d: held-out accuracy %.4f → %.4f", seed, k, before["accuracy"], after["accuracy"])
+            logger.info("seed %d, k=%d: held-out accuracy %.4f → %.4f", seed, k, before["accuracy"],
+                        after["accuracy"])
     return {
         "format": "edgeface-kshot/1",
         "model": str(source.path), "model_sha256": source.sha256, "data": str(dataset.root),
@@ -556,7 +558,8 @@ def kshot_markdown(report: Mapping[str, Any]) -> str:
         f"people, {first.get('pairs', '?')} held-out pairs, {len(report['seeds'])} seed(s) "
         f"(mean ± std over seeds; accuracy with the threshold chosen on the other folds).",
         "",
-        "| shots | accuracy before | accuracy after | change (points) | AUC before | AUC after | EER before | EER after |",
+        "| shots | accuracy before | accuracy after | change (points) | AUC before | AUC after | EER before "
+        "| EER after |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["summary"]:
