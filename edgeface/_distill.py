@@ -4,8 +4,9 @@ The student is the ordinary embedding model (backbone + embedding head); what it
 the teacher's embedding of the same image. Targets are the teacher's unit vectors with their
 training-set mean subtracted, re-normalised: face embeddings from one model share a common
 direction (dlib's unit vectors have a mean of length 0.91 on LFW), and matching that shared
-part teaches the student nothing that separates people. Measured on LFW folds 6-10 with
-MobileNet v1 0.25: 86.4 % for plain cosine distillation towards dlib, 90.0 % with centring.
+part teaches the student nothing that separates people. Measured before this project on LFW
+folds 6-10 with MobileNet v1 0.25: 86.4 % for plain cosine distillation towards dlib, 90.0 % with
+centring (60 epochs; the README has this project's own numbers).
 
 A teacher whose dimension differs from the student's embedding gets a training-only linear
 projection; like the classification heads it is not part of the saved model.
