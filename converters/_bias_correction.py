@@ -51,6 +51,9 @@ def bias_corrected(model: Any, samples: np.ndarray) -> tuple[Any, dict[str, Any]
     """
     from ._model import copy_model, flatten
 
+    if len(samples) == 0:
+        raise ValueError("bias correction needs calibration crops, got none; pass --calibration DIR "
+                         "or turn it off with --no-bias-correction")
     try:
         flat = flatten(model)
     except ValueError as exc:

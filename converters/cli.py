@@ -25,13 +25,9 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logger = logging.getLogger("edgeface_converters")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False  # TensorFlow adds a root handler on import: no doubled lines
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    from edgeface_runtime._console import console_logging
+
+    console_logging("edgeface_converters", logging.INFO if verbose else logging.WARNING)
 
 
 def convert_command(

@@ -20,7 +20,6 @@ only, before and after, for each ``k`` and seed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -136,11 +135,9 @@ class _Source:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from edgeface_runtime._download import sha256_of
+
+    return sha256_of(path)
 
 
 def _load_source(model_path: str | Path) -> _Source:

@@ -33,13 +33,9 @@ def demo_command(
     from ._demo import DemoOptions, format_summary, run_demo
     from ._download_cli import ProgressBars
 
-    log = logging.getLogger("edgeface")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.INFO)
+    from edgeface_runtime._console import console_logging
+
+    console_logging("edgeface", logging.INFO)
     options = DemoOptions(out=out, data=data, weights=weights, detector=detector, quick=quick, seed=seed,
                           epochs_frozen=epochs_frozen, epochs=epochs, download=download,
                           mirrors=list(mirror) if mirror else None)

@@ -79,7 +79,7 @@ def download_command(
         bars.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # bad input, or the disk/cache folder (full, not writable)
         bars.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

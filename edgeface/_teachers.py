@@ -34,11 +34,17 @@ Progress = Callable[[int, int], None]
 
 
 def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from edgeface_runtime._download import sha256_of
+
+    return sha256_of(path)
+
+
+def _crop_record(path: str | os.PathLike, preprocess: Any, detector: str | None) -> dict[str, Any]:
+    """What decides a model teacher's embeddings: its file, its preprocessing and, when it aligns, the detector."""
+    record: dict[str, Any] = {"sha256": _sha256(path), "preprocess": preprocess.to_dict()}
+    if preprocess.alignment != "none":
+        record["detector_sha256"] = _sha256(detector) if detector else "default"
+    return record
 
 
 def _fingerprint(record: Mapping[str, Any]) -> str:
@@ -121,8 +127,7 @@ class KerasTeacher(Teacher):
         self.preprocess = metadata.preprocess
         self.detector = detector
         self.batch_size = batch_size
-        super().__init__(str(path), {"sha256": _sha256(path), "preprocess": self.preprocess.to_dict()},
-                         int(self.model.output_shape[-1]))
+        super().__init__(str(path), _crop_record(path, self.preprocess, detector), int(self.model.output_shape[-1]))
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker, embed_crops
@@ -145,8 +150,7 @@ class TFLiteTeacher(Teacher):
         self.embedder = Embedder.from_path(path, num_threads=num_threads)
         self.preprocess = self.embedder.preprocess
         self.detector = detector
-        super().__init__(str(path), {"sha256": _sha256(path), "preprocess": self.preprocess.to_dict()},
-                         self.embedder.embedding_size)
+        super().__init__(str(path), _crop_record(path, self.preprocess, detector), self.embedder.embedding_size)
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker
@@ -625,6 +629,8 @@ def _read_cache(file: Path, teacher: Teacher) -> dict[tuple[str, str], np.ndarra
 def _write_cache(file: Path, teacher: Teacher, rows: Mapping[tuple[str, str], np.ndarray]) -> None:
     import tempfile
 
+    if not rows:  # nothing embedded (e.g. the teacher failed on every image): the caller reports that
+        return
     file.parent.mkdir(parents=True, exist_ok=True)
     keys = sorted(rows)
     fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}-", suffix=".npz", dir=file.parent)

@@ -69,14 +69,9 @@ def _parse_options(items: List[str]) -> dict:
 
 
 def _setup_logging(verbose: bool) -> None:
-    logger = logging.getLogger("edgeface")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        # TensorFlow (absl) adds a root handler on import: do not print every line twice.
-        logger.propagate = False
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    from edgeface_runtime._console import console_logging
+
+    console_logging("edgeface", logging.INFO if verbose else logging.WARNING, defer_to_root=True)
 
 
 def train_command(
