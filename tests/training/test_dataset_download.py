@@ -146,10 +146,11 @@ def test_interrupted_archive_download_resumes_where_it_stopped(local_http, mini,
     assert not list((cache / "downloads").iterdir())
 
 
-def _symlink(target: str):
+def _link(kind: bytes, target: str):
+    """A symbolic (tarfile.SYMTYPE) or hard (tarfile.LNKTYPE) link member pointing at ``target``."""
     def add(tar: tarfile.TarFile) -> None:
         info = tarfile.TarInfo("lfw-deepfunneled/Person_AA/Person_AA_0009.jpg")
-        info.type, info.linkname = tarfile.SYMTYPE, target
+        info.type, info.linkname = kind, target
         tar.addfile(info)
     return add
 
@@ -159,14 +160,6 @@ def _file(name: str, data: bytes = b"owned"):
         info = tarfile.TarInfo(name)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    return add
-
-
-def _hardlink(target: str):
-    def add(tar: tarfile.TarFile) -> None:
-        info = tarfile.TarInfo("lfw-deepfunneled/Person_AA/Person_AA_0009.jpg")
-        info.type, info.linkname = tarfile.LNKTYPE, target
-        tar.addfile(info)
     return add
 
 
@@ -181,8 +174,8 @@ def _fifo(tar: tarfile.TarFile) -> None:
     (_file("lfw-deepfunneled/../../evil.txt"), "outside the destination"),
     (_file("/tmp/edgeface-evil.txt"), "outside the destination"),
     (_file("elsewhere/evil.txt"), "everything must be under lfw-deepfunneled/"),
-    (_symlink("../../../evil.txt"), "links are not allowed"),
-    (_hardlink("/etc/passwd"), "links are not allowed"),
+    (_link(tarfile.SYMTYPE, "../../../evil.txt"), "links are not allowed"),
+    (_link(tarfile.LNKTYPE, "/etc/passwd"), "links are not allowed"),
     (_fifo, "only files and folders"),
 ], ids=["dotdot", "dotdot-inside", "absolute", "outside-top", "symlink", "hardlink", "fifo"])
 def test_unsafe_archive_members_are_refused_and_nothing_is_written_outside(local_http, mini, tmp_path, evil, reason):
