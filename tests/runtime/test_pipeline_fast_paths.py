@@ -67,8 +67,17 @@ def letterbox(detector_path, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return levels[int(pad_y):int(pad_y) + new_h, int(pad_x):int(pad_x) + new_w], tensor[0][~inside]
 
 
-def test_letterbox_of_a_photo_is_the_plain_bilinear_resize(detector_models_dir):
-    frame = smooth_frame(250, 250)  # LFW size: scale 1.95, no block averaging
+def test_letterbox_of_an_lfw_photo_averages_2x2_blocks(detector_models_dir):
+    frame = smooth_frame(250, 250)  # LFW size: scale 0.512; 2x2 blocks fill 125 of the 128 pixels
+    levels, padding = letterbox(detector_models_dir / "face_detection_short_range.tflite", frame)
+    blocks = frame[:250, :250].reshape(125, 2, 125, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    assert levels.shape == (125, 125, 3)
+    assert np.abs(levels - blocks).max() < 1.0  # Pillow rounds the mean to a whole level
+    assert padding.size == (128 * 128 - 125 * 125) * 3 and np.all(padding == -1.0)
+
+
+def test_letterbox_resizes_when_whole_blocks_would_shrink_the_face(detector_models_dir):
+    frame = smooth_frame(200, 200)  # 2x2 blocks would fill only 100 of 128 pixels: bilinear instead
     levels, padding = letterbox(detector_models_dir / "face_detection_short_range.tflite", frame)
     exact = np.asarray(Image.fromarray(frame).resize((128, 128), Image.Resampling.BILINEAR), np.float32)
     np.testing.assert_allclose(levels, exact, atol=1e-3)
