@@ -152,3 +152,34 @@ def test_align_falls_back_to_centre_crops_without_a_face(tmp_path):
     maker = CropMaker(str(root), (32, 32), align=True, detector=detector)
     ds, crops = decode_dataset(scan_folder(root), maker)
     assert crops.shape == (4, 32, 32, 3) and maker.no_face == 4
+
+
+def _mid_grey_batch(n: int = 8) -> np.ndarray:
+    """Images in 96..160: brightness ±20 % and contrast ±20 % never reach the clipping bounds."""
+    return np.random.default_rng(3).integers(96, 161, (n, 12, 12, 3)).astype(np.uint8)
+
+
+def test_brightness_shifts_every_pixel_of_an_image_by_one_amount():
+    from edgeface.data import Augment, augment_batch
+
+    images = _mid_grey_batch()
+    out = augment_batch(images, Augment(flip=False, crop_scale=1.0, shift=0.0, brightness=0.2, contrast=0.0)).numpy()
+    shift = out - images.astype(np.float32)
+    per_image = shift.reshape(len(images), -1)
+    np.testing.assert_allclose(per_image, per_image[:, :1].repeat(per_image.shape[1], 1), atol=1e-3)
+    assert np.all(np.abs(per_image[:, 0]) <= 0.2 * 255 + 1e-3) and np.ptp(per_image[:, 0]) > 1.0
+
+
+def test_contrast_scales_around_the_mean_of_the_brightened_image():
+    from edgeface.data import Augment, augment_batch
+
+    images = _mid_grey_batch()
+    x = images.astype(np.float64)
+    out = augment_batch(images, Augment(flip=False, crop_scale=1.0, shift=0.0, brightness=0.2, contrast=0.2)).numpy()
+    for before, after in zip(x, out.astype(np.float64)):
+        # after = c * (before + b) + (1 - c) * mean(before + b): an affine map with gain c in [0.8, 1.2]
+        gain, offset = np.polyfit(before.ravel(), after.ravel(), 1)
+        assert 0.8 - 1e-6 <= gain <= 1.2 + 1e-6
+        np.testing.assert_allclose(after, gain * before + offset, atol=1e-3)
+        # and the mean moved by the brightness alone, which is within ±20 % of the range
+        assert abs(after.mean() - before.mean()) <= 0.2 * 255 + 1e-3
