@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 
@@ -91,6 +91,22 @@ def convert_command(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def register(app: typer.Typer) -> None:
-    """Add `edgeface convert` to the `edgeface` typer app."""
-    app.command("convert")(convert_command)
+def run_typer_command(command: Callable[..., Any], argv: Sequence[str], prog_name: str) -> int:
+    """Run one typer command function on ``argv`` as ``prog_name``; return its exit code.
+
+    The runtime's ``edgeface`` dispatcher (argparse, no typer on devices) calls each
+    ``edgeface.commands`` entry point as ``main(argv, prog_name)``; this makes that call from
+    a typer command: its options, help and errors stay typer's.
+    """
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(command)
+    try:  # one command and no callback: typer makes the command itself the program
+        typer.main.get_command(app).main(args=list(argv), prog_name=prog_name, standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def main(argv: Sequence[str], prog_name: str = "edgeface convert") -> int:
+    """`edgeface convert`, for the runtime's dispatcher (entry point ``convert``)."""
+    return run_typer_command(convert_command, argv, prog_name)

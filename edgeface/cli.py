@@ -1,8 +1,9 @@
-"""The training commands (`edgeface train`, `edgeface evaluate`), joined to the runtime's CLI.
+"""The training commands (`edgeface train`, `edgeface evaluate`, ...), joined to the runtime's CLI.
 
-The runtime's typer app finds :func:`register` through the ``edgeface.commands`` entry-point
-group. Commands only parse options and call the library; TensorFlow is imported inside
-them, so `edgeface --help` stays fast.
+The runtime's `edgeface` finds the ``*_main`` functions below through the ``edgeface.commands``
+entry-point group (one entry point per command). Commands are typer commands that only parse
+options and call the library; TensorFlow is imported inside them, so `edgeface --help` and
+`edgeface train --help` stay fast.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -204,18 +205,44 @@ def evaluate_command(
         json_out.write_text(json.dumps(report, indent=1))
 
 
-def register(app: typer.Typer) -> None:
-    """Add the training commands (train, evaluate, report) to the `edgeface` typer app."""
-    from ._report_cli import report_command  # typer only: no TensorFlow until the command runs
+# Entry points of the `edgeface.commands` group (pyproject.toml), one per command: the runtime's
+# dispatcher calls them with the arguments after the command's name. The command modules are
+# imported only by their own command, and none imports TensorFlow before the command runs.
 
-    app.command("train")(train_command)
-    app.command("evaluate")(evaluate_command)
-    app.command("report")(report_command)
+
+def _run(command, argv: Sequence[str], prog_name: str) -> int:
+    from edgeface_converters.cli import run_typer_command
+
+    return run_typer_command(command, argv, prog_name)
+
+
+def train_main(argv: Sequence[str], prog_name: str = "edgeface train") -> int:
+    return _run(train_command, argv, prog_name)
+
+
+def evaluate_main(argv: Sequence[str], prog_name: str = "edgeface evaluate") -> int:
+    return _run(evaluate_command, argv, prog_name)
+
+
+def report_main(argv: Sequence[str], prog_name: str = "edgeface report") -> int:
+    from ._report_cli import report_command
+
+    return _run(report_command, argv, prog_name)
+
+
+def demo_main(argv: Sequence[str], prog_name: str = "edgeface demo") -> int:
     from ._demo_cli import demo_command
+
+    return _run(demo_command, argv, prog_name)
+
+
+def download_main(argv: Sequence[str], prog_name: str = "edgeface download") -> int:
     from ._download_cli import download_command
 
-    app.command("demo")(demo_command)
-    app.command("download")(download_command)
+    return _run(download_command, argv, prog_name)
+
+
+def adapt_main(argv: Sequence[str], prog_name: str = "edgeface adapt") -> int:
     from ._adapt_cli import adapt_command
 
-    app.command("adapt")(adapt_command)
+    return _run(adapt_command, argv, prog_name)

@@ -24,6 +24,21 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture
+def edgeface(capsys):
+    """Run ``edgeface ARGS...`` the way the console script does (the runtime's dispatcher, and
+    for training commands their installed entry point); returns (exit code, stdout, stderr)."""
+    from edgeface_runtime.cli import main
+
+    def run(*args):
+        capsys.readouterr()  # only this command's output
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def lfw_dir() -> Path:
     """``$EDGEFACE_DATA_HOME/lfw``; the test is skipped when it is not there."""

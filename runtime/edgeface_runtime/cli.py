@@ -1,23 +1,24 @@
 """The ``edgeface`` command.
 
-The runtime owns the typer app and its device commands. Installing the ``edgeface``
+The runtime owns the command and its device commands, parsed with :mod:`argparse` so a
+device needs nothing beyond numpy, pillow and an interpreter. Installing the ``edgeface``
 distribution adds the training commands through the ``edgeface.commands`` entry-point
-group; without it, those names answer with the pip command that provides them. Commands
-are thin: parse, call the library, turn its errors into a one-line message and exit code.
+group: each entry point is named after its command and loads to ``main(argv, prog_name)
+-> int``, called with the arguments after the command's name (the training side parses
+them itself, with typer). Without it, those names answer with the pip command that
+provides them. Commands are thin: parse, call the library, turn its errors into a
+one-line message and exit code.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
-import functools
 import json
 import logging
 import sys
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, List, Optional
-
-import typer
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._errors import EdgefaceError
 
@@ -33,32 +34,12 @@ TRAINING_COMMANDS = {
     "adapt": "adapt a model to a new target domain",
 }
 ENTRY_POINT_GROUP = "edgeface.commands"
-
-app = typer.Typer(help="edgeface: face verification for Raspberry-Pi-class devices.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
-gallery_app = typer.Typer(help="Inspect and edit a gallery of enrolled people.", no_args_is_help=True)
-app.add_typer(gallery_app, name="gallery")
-
-
-def handle_errors(func: Callable) -> Callable:
-    """Turn the library's expected errors into one line on stderr and a documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except EdgefaceError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except (ValueError, FileNotFoundError, ImportError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
+EXIT_USAGE = 2  # bad input, usage errors and missing commands, as argparse's own errors
+DESCRIPTION = "edgeface: face verification for Raspberry-Pi-class devices."
 
 
 def emit(data: Any, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=_jsonable) if as_json else text)
+    print(json.dumps(data, indent=2, default=_jsonable) if as_json else text)
 
 
 def _jsonable(value: Any) -> Any:
@@ -75,193 +56,327 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-ModelOpt = typer.Option(..., "--model", "-m", help="embedding model (.tflite with edgeface metadata)")
-DetectorOpt = typer.Option(None, "--detector", help="BlazeFace .tflite (default: the cached official file)")
-ThreadsOpt = typer.Option(1, "--threads", help="interpreter threads")
-JsonOpt = typer.Option(False, "--json", help="machine-readable output")
-NoDetectOpt = typer.Option(False, "--no-detect", help="images are already face crops: skip detection")
-ThresholdOpt = typer.Option(None, "--threshold", help="cosine threshold (default: the model's, calibrated at FAR 1e-3)")
-
-
-def _verifier(model: Path, detector: Optional[Path], threads: int, no_detect: bool, gallery: Optional[Path] = None,
-              threshold: Optional[float] = None):
+def _verifier(args: argparse.Namespace, gallery: Optional[Path] = None, threshold: Optional[float] = None):
     from ._pipeline import FaceVerifier
 
-    return FaceVerifier.from_path(model, detector_path=detector, detect=not no_detect, num_threads=threads,
-                                  gallery_path=gallery, threshold=threshold)
+    return FaceVerifier.from_path(args.model, detector_path=args.detector, detect=not args.no_detect,
+                                  num_threads=args.threads, gallery_path=gallery, threshold=threshold)
 
 
-@app.command()
-@handle_errors
-def verify(image_a: Path, image_b: Path, model: Path = ModelOpt, detector: Optional[Path] = DetectorOpt,
-           threshold: Optional[float] = ThresholdOpt, no_detect: bool = NoDetectOpt, threads: int = ThreadsOpt,
-           as_json: bool = JsonOpt) -> None:
+# --- the device commands: each takes the parsed arguments and returns its exit code -----------
+
+
+def verify(args: argparse.Namespace) -> int:
     """1:1 — are two photos the same person? Exit code 0 if they are, 1 if not."""
-    with _verifier(model, detector, threads, no_detect, threshold=threshold) as fv:
-        result = fv.verify(image_a, image_b)
+    with _verifier(args, threshold=args.threshold) as fv:
+        result = fv.verify(args.image_a, args.image_b)
     far = f" (calibrated at FAR {result.far:g})" if result.far else ""
     emit({"same": result.same, "score": result.score, "threshold": result.threshold, "far": result.far},
-         as_json, f"{'SAME' if result.same else 'DIFFERENT'} person: score {result.score:.4f}, "
-                  f"threshold {result.threshold:.4f}{far}")
-    raise typer.Exit(0 if result.same else 1)
+         args.as_json, f"{'SAME' if result.same else 'DIFFERENT'} person: score {result.score:.4f}, "
+                       f"threshold {result.threshold:.4f}{far}")
+    return 0 if result.same else 1
 
 
-@app.command()
-@handle_errors
-def enroll(name: str, images: List[Path], gallery: Path = typer.Option(..., "--gallery", "-g", help="gallery file (SQLite)"),
-           model: Path = ModelOpt, detector: Optional[Path] = DetectorOpt, replace: bool = typer.Option(
-               False, "--replace", help="re-enroll: replace this person's templates"),
-           no_detect: bool = NoDetectOpt, threads: int = ThreadsOpt, as_json: bool = JsonOpt) -> None:
+def enroll(args: argparse.Namespace) -> int:
     """Enroll a person from one or more photos (one transaction: all or nothing)."""
-    with _verifier(model, detector, threads, no_detect, gallery=gallery) as fv:
-        count = fv.enroll(name, [str(p) for p in images], replace=replace)
-    emit({"name": name, "templates": count, "gallery": str(gallery)}, as_json,
-         f"enrolled {name!r} with {count} template(s) in {gallery}")
+    with _verifier(args, gallery=args.gallery) as fv:
+        count = fv.enroll(args.name, [str(p) for p in args.images], replace=args.replace)
+    emit({"name": args.name, "templates": count, "gallery": str(args.gallery)}, args.as_json,
+         f"enrolled {args.name!r} with {count} template(s) in {args.gallery}")
+    return 0
 
 
-@app.command()
-@handle_errors
-def identify(image: Path, gallery: Path = typer.Option(..., "--gallery", "-g"), model: Path = ModelOpt,
-             detector: Optional[Path] = DetectorOpt, top_k: int = typer.Option(3, "--top-k"),
-             threshold: Optional[float] = ThresholdOpt, no_detect: bool = NoDetectOpt, threads: int = ThreadsOpt,
-             as_json: bool = JsonOpt) -> None:
+def identify(args: argparse.Namespace) -> int:
     """1:N — who in the gallery is this? Exit code 0 if someone passes the threshold, 1 if not."""
-    with _verifier(model, detector, threads, no_detect, gallery=gallery, threshold=threshold) as fv:
-        result = fv.identify(image, top_k=top_k)
+    with _verifier(args, gallery=args.gallery, threshold=args.threshold) as fv:
+        result = fv.identify(args.image, top_k=args.top_k)
     lines = [f"{m.name}: {m.score:.4f}{'  (accepted)' if m.accepted else ''}" for m in result.matches]
     best = result.best.name if result.best else None
     emit({"best": best, "threshold": result.threshold, "far": result.far,
           "matches": [{"name": m.name, "score": m.score, "accepted": m.accepted} for m in result.matches]},
-         as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f})"] + lines))
-    raise typer.Exit(0 if best else 1)
+         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f})"] + lines))
+    return 0 if best else 1
 
 
-@app.command()
-@handle_errors
-def detect(image: Path, detector: Optional[Path] = DetectorOpt,
-           variant: str = typer.Option("short", "--variant", help="short (≤2 m) or full (≤5 m) range"),
-           threads: int = ThreadsOpt, as_json: bool = JsonOpt) -> None:
+def detect(args: argparse.Namespace) -> int:
     """Faces in a photo: boxes, scores and the six keypoints."""
     import numpy as np
 
     from ._detector import FaceDetector, resolve_detector_path
     from ._images import load_image
 
-    with FaceDetector.from_path(resolve_detector_path(detector, variant), num_threads=threads) as det:
-        faces = det.detect(load_image(image))
+    with FaceDetector.from_path(resolve_detector_path(args.detector, args.variant), num_threads=args.threads) as det:
+        faces = det.detect(load_image(args.image))
     records = [{"box": [round(float(v), 1) for v in f.box], "score": round(float(f.score), 4),
                 "keypoints": np.round(f.keypoints, 1).tolist()} for f in faces] if faces else []
-    emit({"image": str(image), "faces": records}, as_json,
-         "\n".join([f"{len(records)} face(s) in {image}"] +
+    emit({"image": str(args.image), "faces": records}, args.as_json,
+         "\n".join([f"{len(records)} face(s) in {args.image}"] +
                    [f"  box {r['box']} score {r['score']}" for r in records]))
+    return 0
 
 
-@app.command("download-detector")
-@handle_errors
-def download_detector(variant: str = typer.Option("short", "--variant")) -> None:
+def download_detector(args: argparse.Namespace) -> int:
     """Fetch the official MediaPipe BlazeFace file into the cache (checked by sha256)."""
     from ._detector import download_detector as fetch
 
-    typer.echo(str(fetch(variant)))
+    print(str(fetch(args.variant)))
+    return 0
 
 
-@app.command()
-@handle_errors
-def inspect(model: Path, as_json: bool = JsonOpt) -> None:
+def inspect(args: argparse.Namespace) -> int:
     """A model's edgeface metadata, operators and tensors."""
     from ._inspect import describe_model, format_description
 
-    info = describe_model(model)
-    emit(info, as_json, format_description(info))
+    info = describe_model(args.model)
+    emit(info, args.as_json, format_description(info))
+    return 0
 
 
-@app.command()
-@handle_errors
-def bench(model: Path = ModelOpt, images: Path = typer.Option(..., "--images", help="folder of test photos (JPEG)"),
-          detector: Optional[Path] = DetectorOpt, count: int = typer.Option(200, "--count"),
-          gallery_sizes: str = typer.Option("1000,10000", "--gallery-sizes"),
-          out: Optional[Path] = typer.Option(None, "--out", help="write the results as JSON here"),
-          as_json: bool = JsonOpt) -> None:
+def bench(args: argparse.Namespace) -> int:
     """Per-stage latency (median, p90) at one thread and all cores, identify cost, peak memory."""
     from ._bench import format_bench, run_bench
 
-    result = run_bench(model, images, detector_path=detector, count=count,
-                       gallery_sizes=[int(s) for s in gallery_sizes.split(",") if s])
-    if out:
-        out.write_text(json.dumps(result, indent=2))
-    emit(result, as_json, format_bench(result))
+    result = run_bench(args.model, args.images, detector_path=args.detector, count=args.count,
+                       gallery_sizes=[int(s) for s in args.gallery_sizes.split(",") if s])
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    emit(result, args.as_json, format_bench(result))
+    return 0
 
 
-@gallery_app.command("list")
-@handle_errors
-def gallery_list(gallery: Path, as_json: bool = JsonOpt) -> None:
+def gallery_list(args: argparse.Namespace) -> int:
     """Everyone enrolled, with their template counts."""
     from ._gallery import Gallery
 
-    with Gallery.open_existing(gallery, readonly=True) as g:
+    with Gallery.open_existing(args.gallery, readonly=True) as g:
         people = g.people()
     emit([{"name": p.name, "templates": p.templates, "created": p.created, "updated": p.updated} for p in people],
-         as_json, "\n".join([f"{len(people)} people in {gallery}"] + [f"  {p.name} ({p.templates})" for p in people]))
+         args.as_json,
+         "\n".join([f"{len(people)} people in {args.gallery}"] + [f"  {p.name} ({p.templates})" for p in people]))
+    return 0
 
 
-@gallery_app.command("remove")
-@handle_errors
-def gallery_remove(gallery: Path, name: str) -> None:
+def gallery_remove(args: argparse.Namespace) -> int:
     """Remove a person and their templates."""
     from ._gallery import Gallery
 
-    with Gallery.open_existing(gallery) as g:
-        g.remove(name)
-    typer.echo(f"removed {name!r}")
+    with Gallery.open_existing(args.gallery) as g:
+        g.remove(args.name)
+    print(f"removed {args.name!r}")
+    return 0
 
 
-@gallery_app.command("rename")
-@handle_errors
-def gallery_rename(gallery: Path, old: str, new: str) -> None:
+def gallery_rename(args: argparse.Namespace) -> int:
     """Rename an enrolled person."""
     from ._gallery import Gallery
 
-    with Gallery.open_existing(gallery) as g:
-        g.rename(old, new)
-    typer.echo(f"renamed {old!r} to {new!r}")
+    with Gallery.open_existing(args.gallery) as g:
+        g.rename(args.old, args.new)
+    print(f"renamed {args.old!r} to {args.new!r}")
+    return 0
 
 
-def _registered_names(typer_app: typer.Typer) -> set[str]:
-    return {info.name or info.callback.__name__.replace("_", "-") for info in typer_app.registered_commands}
+DEVICE_COMMANDS = ("verify", "enroll", "identify", "detect", "download-detector", "inspect", "bench", "gallery")
 
 
-def _missing_command(name: str, summary: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        typer.echo(f"error: `edgeface {name}` ({summary}) comes with the training package, which is not "
-                   "installed here: `pip install edgeface` (it brings TensorFlow; devices need only "
-                   "edgeface-runtime).", err=True)
-        raise typer.Exit(2)
-
-    app.command(name, help=f"[needs `pip install edgeface`] {summary}",
-                context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(command)
+# --- the parser ---------------------------------------------------------------------------------
 
 
-def load_plugins() -> None:
-    """Add commands from installed distributions; offer install hints for the rest."""
-    for entry_point in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            entry_point.load()(app)
-        except ImportError as exc:  # e.g. edgeface installed without TensorFlow
-            logger.warning("edgeface commands from %s are unavailable: %s", entry_point.value, exc)
-    present = _registered_names(app)
-    for name, summary in TRAINING_COMMANDS.items():
-        if name not in present:
-            _missing_command(name, summary)
+def _add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    doc = (func.__doc__ or "").strip()
+    parser = sub.add_parser(name, help=doc, description=doc)
+    parser.set_defaults(func=func)
+    return parser
 
 
-_plugins_loaded = False
+def _model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", type=Path, required=True, help="embedding model (.tflite with edgeface metadata)")
 
 
-def main() -> None:
-    global _plugins_loaded
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    if not _plugins_loaded:
-        load_plugins()
-        _plugins_loaded = True
-    app()
+def _detector(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detector", type=Path, help="BlazeFace .tflite (default: the cached official file)")
 
+
+def _threshold(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float,
+                   help="cosine threshold (default: the model's, calibrated at FAR 1e-3)")
+
+
+def _no_detect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-detect", action="store_true", help="images are already face crops: skip detection")
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", dest="as_json", action="store_true", help="machine-readable output")
+
+
+def _gallery_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gallery", "-g", type=Path, required=True, help="gallery file (SQLite)")
+
+
+def _variant(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", default="short", help="short (≤2 m) or full (≤5 m) range (default: short)")
+
+
+def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.ArgumentParser:
+    """The parser of the device commands; ``training`` (name → summary) only lists those in the help."""
+    parser = argparse.ArgumentParser(prog="edgeface", description=DESCRIPTION)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = _add_command(sub, "verify", verify)
+    p.add_argument("image_a", type=Path)
+    p.add_argument("image_b", type=Path)
+    for add in (_model, _detector, _threshold, _no_detect, _threads, _json):
+        add(p)
+
+    p = _add_command(sub, "enroll", enroll)
+    p.add_argument("name")
+    p.add_argument("images", type=Path, nargs="+")
+    _gallery_file(p)
+    _model(p)
+    _detector(p)
+    p.add_argument("--replace", action="store_true", help="re-enroll: replace this person's templates")
+    for add in (_no_detect, _threads, _json):
+        add(p)
+
+    p = _add_command(sub, "identify", identify)
+    p.add_argument("image", type=Path)
+    _gallery_file(p)
+    _model(p)
+    _detector(p)
+    p.add_argument("--top-k", type=int, default=3, help="how many best matches to list (default: 3)")
+    for add in (_threshold, _no_detect, _threads, _json):
+        add(p)
+
+    p = _add_command(sub, "detect", detect)
+    p.add_argument("image", type=Path)
+    for add in (_detector, _variant, _threads, _json):
+        add(p)
+
+    p = _add_command(sub, "download-detector", download_detector)
+    _variant(p)
+
+    p = _add_command(sub, "inspect", inspect)
+    p.add_argument("model", type=Path)
+    _json(p)
+
+    p = _add_command(sub, "bench", bench)
+    _model(p)
+    p.add_argument("--images", type=Path, required=True, help="folder of test photos (JPEG)")
+    _detector(p)
+    p.add_argument("--count", type=int, default=200, help="images timed per input kind (default: 200)")
+    p.add_argument("--gallery-sizes", default="1000,10000",
+                   help="comma-separated synthetic gallery sizes for identify (default: 1000,10000)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    _json(p)
+
+    gallery_doc = "Inspect and edit a gallery of enrolled people."
+    gallery = sub.add_parser("gallery", help=gallery_doc, description=gallery_doc)
+    gallery.set_defaults(func=None, parser=gallery)
+    gallery_sub = gallery.add_subparsers(title="commands", metavar="COMMAND")
+    p = _add_command(gallery_sub, "list", gallery_list)
+    p.add_argument("gallery", type=Path)
+    _json(p)
+    p = _add_command(gallery_sub, "remove", gallery_remove)
+    p.add_argument("gallery", type=Path)
+    p.add_argument("name")
+    p = _add_command(gallery_sub, "rename", gallery_rename)
+    p.add_argument("gallery", type=Path)
+    p.add_argument("old")
+    p.add_argument("new")
+
+    for name, summary in (training or {}).items():  # dispatched before parsing; here for the listing
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+# --- the training commands, from the `edgeface` distribution -----------------------------------
+
+
+def _entry_points() -> Dict[str, Any]:
+    """Installed ``edgeface.commands`` entry points by command name (read only when needed:
+    importlib.metadata costs a device command time and memory)."""
+    from importlib import metadata
+
+    found = metadata.entry_points()
+    group = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
+    return {ep.name: ep for ep in group}
+
+
+def _training_listing(installed: Dict[str, Any]) -> Dict[str, str]:
+    listing = {name: summary[:1].upper() + summary[1:] + "." if name in installed
+               else f"[needs `pip install edgeface`] {summary}" for name, summary in TRAINING_COMMANDS.items()}
+    for name, ep in installed.items():  # a further plugin's command
+        listing.setdefault(name, f"from {ep.value}")
+    return listing
+
+
+def _missing(name: str, rest: Sequence[str]) -> int:
+    summary = TRAINING_COMMANDS[name]
+    if any(arg in ("--help", "-h") for arg in rest):
+        print(f"usage: edgeface {name} ...\n\n[needs `pip install edgeface`] {summary}")
+        return 0
+    print(f"error: `edgeface {name}` ({summary}) comes with the training package, which is not installed here: "
+          "`pip install edgeface` (it brings TensorFlow; devices need only edgeface-runtime).", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _run_entry_point(name: str, entry_point: Any, rest: Sequence[str]) -> int:
+    try:
+        command = entry_point.load()
+    except ImportError as exc:  # e.g. edgeface installed without TensorFlow's or typer's dependencies
+        print(f"error: `edgeface {name}` is unavailable: {entry_point.value} failed to import: {exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        code = command(list(rest), f"edgeface {name}")
+    except SystemExit as exc:  # a command that exits instead of returning its code
+        code = exc.code
+    if code is None:
+        return 0
+    return code if isinstance(code, int) else 1
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def _run_device(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if getattr(args, "func", None) is None:  # `edgeface gallery` alone
+        args.parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except EdgefaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``edgeface`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    from ._console import console_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console_logging("edgeface_runtime", logging.INFO, defer_to_root=True)
+    if argv and argv[0] in DEVICE_COMMANDS:
+        return _run_device(build_parser(), argv)
+    installed = _entry_points()
+    if argv and argv[0] in installed:
+        return _run_entry_point(argv[0], installed[argv[0]], argv[1:])
+    if argv and argv[0] in TRAINING_COMMANDS:
+        return _missing(argv[0], argv[1:])
+    parser = build_parser(_training_listing(installed))
+    if not argv:
+        parser.print_help()
+        return EXIT_USAGE
+    return _run_device(parser, argv)

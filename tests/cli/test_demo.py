@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
@@ -11,22 +10,16 @@ WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
 
 @pytest.mark.slow
 @pytest.mark.lfw
-def test_demo_runs_end_to_end_and_leaves_every_artefact(lfw_dir, detector_models_dir, tmp_path):
+def test_demo_runs_end_to_end_and_leaves_every_artefact(lfw_dir, detector_models_dir, tmp_path, edgeface):
     if not WEIGHTS.exists():
         pytest.skip(f"MobileNet v1 0.25 ImageNet weights not found at {WEIGHTS}")
-    import typer
-
-    from edgeface.cli import register
-
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--epochs-frozen", "1", "--epochs", "1",
-                                      "--data", str(lfw_dir), "--weights", str(WEIGHTS),
-                                      "--detector", str(detector_models_dir / "face_detection_short_range.tflite"),
-                                      "--out", str(out)])
-    assert result.exit_code == 0, result.output[-3000:]
+    code, stdout, stderr = edgeface("demo", "--quick", "--epochs-frozen", "1", "--epochs", "1", "--data", lfw_dir,
+                                    "--weights", WEIGHTS, "--detector",
+                                    detector_models_dir / "face_detection_short_range.tflite", "--out", out)
+    assert code == 0, (stdout + stderr)[-3000:]
     for artefact in ("train/model.keras", "train/training_card.json", "variants/manifest.json",
                      "variants/float32.tflite", "report/report.md", "report/report.html", "gallery.db"):
         assert (out / artefact).is_file(), artefact
-    assert "edgeface demo: done" in result.output and "their other photos accepted" in result.output
+    output = stdout + stderr
+    assert "edgeface demo: done" in output and "their other photos accepted" in output

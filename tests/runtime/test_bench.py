@@ -1,9 +1,7 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from edgeface_runtime import cli
 from edgeface_runtime._bench import format_bench, run_bench
 
 
@@ -22,7 +20,6 @@ def test_bench_reports_every_stage_for_jpegs_and_frames(lfw_dir, detector_models
     assert "identify vs 100 people" in format_bench(result)
 
 
-def test_bench_refuses_a_folder_without_images(tmp_path, fixtures_dir):
-    result = CliRunner().invoke(cli.app, ["bench", "-m", str(fixtures_dir / "tiny_float32.tflite"),
-                                          "--images", str(tmp_path)])
-    assert result.exit_code == 2 and "JPEG images" in result.output
+def test_bench_refuses_a_folder_without_images(tmp_path, fixtures_dir, edgeface):
+    code, _, err = edgeface("bench", "-m", fixtures_dir / "tiny_float32.tflite", "--images", tmp_path)
+    assert code == 2 and err.startswith("error:") and "JPEG images" in err

@@ -159,24 +159,15 @@ def test_bad_settings_are_rejected_before_any_work(source_model, target, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_adapt_command_writes_the_model_and_the_kshot_report(source_model, target, tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
-    from edgeface.cli import register
-
-    app = typer.Typer()
-    register(app)
+def test_adapt_command_writes_the_model_and_the_kshot_report(source_model, target, tmp_path, edgeface):
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["adapt", str(source_model), "--data", str(target), "--out", str(out),
-                                      "--steps", "3", "--batch-size", "8", "--kshot", "1,2", "--seeds", "1",
-                                      "--pairs", "40"])
-    assert result.exit_code == 0, result.output
-    assert "| 1 |" in result.output and "adapted model:" in result.output
+    code, stdout, stderr = edgeface("adapt", source_model, "--data", target, "--out", out, "--steps", "3",
+                                    "--batch-size", "8", "--kshot", "1,2", "--seeds", "1", "--pairs", "40")
+    assert code == 0, stderr
+    assert "| 1 |" in stdout and "adapted model:" in stdout
     assert (out / "model.keras").is_file() and (out / "kshot.json").is_file() and (out / "kshot.md").is_file()
-    bad = CliRunner().invoke(app, ["adapt", str(source_model), "--data", str(target), "--out", str(out),
-                                   "--kshot", "1,x"])
-    assert bad.exit_code == 2 and "--kshot takes" in bad.output
+    code, _, stderr = edgeface("adapt", source_model, "--data", target, "--out", out, "--kshot", "1,x")
+    assert code == 2 and "--kshot takes" in stderr
 
 
 def _orl_root() -> Path:

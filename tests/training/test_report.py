@@ -189,25 +189,16 @@ def test_measure_variant_runs_the_runtime_without_tensorflow(run):
 
 
 @pytest.mark.slow
-def test_cli_writes_the_three_files(run, tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
-    from edgeface._report_cli import report_command
-
-    app = typer.Typer()
-    app.command("report")(report_command)
-    app.command("noop")(lambda: None)  # two commands: typer keeps "report" as a subcommand
+def test_cli_writes_the_three_files(run, tmp_path, edgeface):
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["report", str(run["variants"]), "--dataset", str(run["guests"]),
-                                      "--n-pairs", "40", "--latency-runs", "0", "--out", str(out), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert "Recommendation: `" in result.output
+    code, stdout, stderr = edgeface("report", run["variants"], "--dataset", run["guests"], "--n-pairs", "40",
+                                    "--latency-runs", "0", "--out", out, "--no-progress")
+    assert code == 0, stderr
+    assert "Recommendation: `" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
 
-    result = CliRunner().invoke(app, ["report", str(run["variants"]), "--dataset", str(tmp_path / "nowhere"),
-                                      "--out", str(out)])
-    assert result.exit_code == 2 and "error:" in result.output and "nowhere" in result.output
+    code, _, stderr = edgeface("report", run["variants"], "--dataset", tmp_path / "nowhere", "--out", out)
+    assert code == 2 and "error:" in stderr and "nowhere" in stderr
 
 
 # --------------------------------------------------------------------------- bad input (no TensorFlow needed)
