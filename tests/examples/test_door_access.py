@@ -550,7 +550,7 @@ def face_model() -> Path:
     if not value:
         pytest.skip("EDGEFACE_TEST_MODEL is not set: point it at a trained embedding .tflite with edgeface "
                     "metadata and calibrated thresholds (from `edgeface convert`) to run the real-face door test")
-    path = Path(value)
+    path = Path(value).resolve()  # the door config is written elsewhere: relative paths would break
     if not path.is_file():
         pytest.fail(f"EDGEFACE_TEST_MODEL={value} is not a file")
     metadata = read_metadata(path)

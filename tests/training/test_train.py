@@ -170,6 +170,26 @@ def test_config_from_toml_recipe_and_unknown_keys(tmp_path):
         TrainConfig(recipe="seed-vgg19")
 
 
+def test_a_recipe_fills_only_the_options_the_caller_did_not_set(tmp_path):
+    from edgeface.training import TrainConfig
+
+    plain = TrainConfig.from_dict({"recipe": "lfw-mobilenet-v1-025", "data": "lfw"})
+    assert (plain.align, plain.margin, plain.optimizer, plain.val_fraction) == (True, 0.35, "adam", 0.0)
+    assert plain.augment == {"crop_scale": 1.0, "shift": 0.0}  # a default_factory field is filled too
+    # Set explicitly, even to the default value: the caller wins.
+    mine = TrainConfig.from_dict({"recipe": "lfw-mobilenet-v1-025", "align": False, "augment": {}, "margin": 0.3})
+    assert (mine.align, mine.augment, mine.margin) == (False, {}, 0.3)
+    path = tmp_path / "train.toml"
+    path.write_text('recipe = "lfw-mobilenet-v1-025"\nalign = false\n[augment]\nflip = false\n')
+    from_toml = TrainConfig.from_toml(path, epochs=2)
+    assert (from_toml.align, from_toml.augment, from_toml.epochs, from_toml.epochs_frozen) == (False, {"flip": False}, 2, 3)
+    # Direct construction cannot tell "unset" from "the default": defaults are filled.
+    assert TrainConfig(recipe="lfw-mobilenet-v1-025", align=False).align is True
+    assert "given" not in TrainConfig.from_dict({"recipe": "seed-vgg16"}).to_dict()
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"given": ["align"]})
+
+
 def test_load_model_refuses_keras3_and_other_files(tmp_path):
     from edgeface.training import load_model
 
