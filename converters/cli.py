@@ -52,6 +52,9 @@ def convert_command(
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
                                          help="Before full-int8 conversion, remove the mean error that rounding "
                                               "the weights causes (measured on the calibration crops)."),
+    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite: aligns the fine-tuning data and pairs of "
+                                                       "models trained on aligned crops, and checks the calibration "
+                                                       "images show faces (default: the runtime's cached file)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON instead of a table."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
@@ -80,7 +83,8 @@ def convert_command(
                                calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
                                sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
                                learning_rate=learning_rate, task_weight=task_weight,
-                               bias_correction=bias_correction, progress=progress)
+                               bias_correction=bias_correction, progress=progress,
+                               face_detector=_face_detector(detector))
         finally:
             for bar in bars:
                 bar.close()
@@ -89,6 +93,14 @@ def convert_command(
     typer.echo(manifest.to_json() if as_json else format_table(manifest))
     if manifest.by_status("failed"):
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _face_detector(path: Optional[Path]) -> Any:
+    if path is None:
+        return "auto"
+    from edgeface_runtime import FaceDetector
+
+    return FaceDetector.from_path(path)
 
 
 def run_typer_command(command: Callable[..., Any], argv: Sequence[str], prog_name: str) -> int:

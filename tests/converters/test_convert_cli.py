@@ -38,3 +38,24 @@ def test_help_lists_the_variants(edgeface, monkeypatch):
                    "--sparsity", "--clusters", "--json"):
         assert option in out
     assert "pruned-clustered-int8" in out
+
+
+def test_detector_option_reaches_the_library_and_a_missing_file_is_one_line(edgeface, tmp_path, monkeypatch,
+                                                                           detector_models_dir):
+    seen = {}
+
+    def fake_convert(model, out, variants, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("edgeface_converters.convert", fake_convert)
+    detector = detector_models_dir / "face_detection_short_range.tflite"
+    code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path,
+                            "--detector", detector)
+    assert code == 2 and "stop here" in err
+    assert type(seen["face_detector"]).__name__ == "FaceDetector"
+    code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path)
+    assert seen["face_detector"] == "auto"
+    code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path,
+                            "--detector", tmp_path / "missing.tflite")
+    assert code == 2 and err.startswith("error: ") and "missing.tflite" in err and err.count("\n") == 1
