@@ -64,6 +64,16 @@ def _plan(quick: bool) -> dict[str, Any]:
             "latency_runs": 100, "calibration_images": 400}
 
 
+def train_config(plan: dict[str, Any], *, lfw: Any, weights: Any, detector: Any, out: Any, seed: int) -> Any:
+    """The benchmark recipe with the plan's epochs (from_dict: values equal to a default still win)."""
+    from ._train import TrainConfig
+
+    return TrainConfig.from_dict({
+        "recipe": "lfw-mobilenet-v1-025", "data": str(lfw), "weights": weights, "align": True, "detector": detector,
+        "epochs_frozen": plan["epochs_frozen"], "epochs": plan["epochs"], "out": str(out), "seed": seed,
+    })
+
+
 def write_eval_pairs(lfw: Path, destination: Path, folds: Sequence[int] = EVAL_FOLDS) -> Path:
     """The LFW pairs of ``folds`` as their own LFW-format file (fold k of it = the k-th chosen fold)."""
     lines = (lfw / "pairs.txt").read_text().splitlines()
@@ -145,7 +155,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     from ._data import CropMaker
     from ._datasets import resolve_detector, resolve_lfw, resolve_weights
     from ._report import build_report
-    from ._train import TrainConfig, train
+    from ._train import train
 
     plan = _plan(options.quick)
     for key in ("epochs_frozen", "epochs"):
@@ -165,10 +175,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
 
     progress(f"[1/4] training MobileNet v1 0.25 (weights: {weights}) on LFW people outside folds 6-10")
     t0 = time.perf_counter()
-    config = TrainConfig(
-        recipe="lfw-mobilenet-v1-025", data=str(lfw), weights=weights, align=True, detector=detector,
-        epochs_frozen=plan["epochs_frozen"], epochs=plan["epochs"], out=str(out / "train"), seed=options.seed,
-    )
+    config = train_config(plan, lfw=lfw, weights=weights, detector=detector, out=out / "train", seed=options.seed)
     trained = train(config)
     seconds["train"] = time.perf_counter() - t0
 

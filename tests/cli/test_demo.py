@@ -23,3 +23,13 @@ def test_demo_runs_end_to_end_and_leaves_every_artefact(lfw_dir, detector_models
         assert (out / artefact).is_file(), artefact
     output = stdout + stderr
     assert "edgeface demo: done" in output and "their other photos accepted" in output
+
+
+def test_demo_plans_keep_their_epochs_against_the_recipe():
+    from edgeface._demo import _plan, train_config
+
+    for quick, frozen, epochs in ((True, 1, 2), (False, 3, 20)):
+        config = train_config(_plan(quick), lfw="lfw", weights="w.h5", detector="d.tflite", out="runs/x", seed=0)
+        # 20 is also TrainConfig's default: the recipe's 57 must not replace it
+        assert (config.epochs_frozen, config.epochs) == (frozen, epochs)
+        assert config.recipe == "lfw-mobilenet-v1-025" and config.align is True and config.detector == "d.tflite"
