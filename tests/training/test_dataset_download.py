@@ -346,7 +346,7 @@ def test_demo_takes_missing_data_from_the_cache_or_says_how_to_get_it(local_http
         raise Stop("stopped after the data stage")
 
     fake = types.ModuleType("edgeface._train")
-    fake.TrainConfig = lambda **kw: types.SimpleNamespace(**kw)
+    fake.TrainConfig = types.SimpleNamespace(from_dict=lambda values: types.SimpleNamespace(**values))
     fake.train = train
     monkeypatch.setitem(sys.modules, "edgeface._train", fake)
     detector = tmp_path / "detector.tflite"
