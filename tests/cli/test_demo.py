@@ -33,3 +33,18 @@ def test_demo_plans_keep_their_epochs_against_the_recipe():
         # 20 is also TrainConfig's default: the recipe's 57 must not replace it
         assert (config.epochs_frozen, config.epochs) == (frozen, epochs)
         assert config.recipe == "lfw-mobilenet-v1-025" and config.align is True and config.detector == "d.tflite"
+
+
+def test_the_device_gets_the_smallest_full_int8_variant_that_passed_even_when_dynamic_is_smaller():
+    from types import SimpleNamespace as R
+
+    from edgeface._demo import device_variant
+
+    records = [R(name="float32", ok=True, bytes=990), R(name="dynamic", ok=True, bytes=307),
+               R(name="int8", ok=True, bytes=340), R(name="pruned-int8", ok=False, bytes=200)]
+    assert device_variant(records).name == "int8"
+    records.append(R(name="qat-int8", ok=True, bytes=330))
+    assert device_variant(records).name == "qat-int8"
+    without_int8 = [r for r in records if "int8" not in r.name]
+    assert device_variant(without_int8).name == "dynamic"  # no integer variant passed: the smallest that did
+    assert device_variant([R(name="int8", ok=False, bytes=1)]) is None
