@@ -42,7 +42,7 @@ def _far_key(far: float) -> str:
 # Each compression step as its apply/strip pair: apply(model, options, steps before) ->
 # (wrapped model, callbacks for the fine-tuning loop); strip(wrapped, steps before) -> model.
 _STEP_PAIRS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["finetune_steps"]),
+    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["steps"]),
               lambda model, after: _pruning.strip_pruning(model)),
     "cluster": (lambda model, options, after: _clustering.apply_clustering(model, options["clusters"],
                                                                             preserve_sparsity="prune" in after),
@@ -75,10 +75,11 @@ class _Run:
         self.exports: dict[int, str] = {}
         self.corrections: dict[int, tuple[Any, Any, dict[str, Any]]] = {}  # id(model) -> (model, corrected, summary)
         self.centres: np.ndarray | None = None
-        self.finetune_options = _finetune.FineTuneOptions(steps=options["finetune_steps"],
-                                                          learning_rate=options["learning_rate"],
-                                                          distill_weight=options["distill_weight"],
-                                                          task_weight=options["task_weight"])
+
+    def finetune_options(self, step: str) -> _finetune.FineTuneOptions:
+        return _finetune.FineTuneOptions.for_step(step, self.options["finetune_steps"], self.options["learning_rate"],
+                                                  distill_weight=self.options["distill_weight"],
+                                                  task_weight=self.options["task_weight"])
 
     # -- compression steps -------------------------------------------------------------
 
@@ -100,10 +101,12 @@ class _Run:
         before = self.compressed(steps[:-1]) if len(steps) > 1 else _Built(self.flat, [])
         step, after = steps[-1], steps[:-1]
         apply, strip = _STEP_PAIRS[step]
-        wrapped, callbacks = apply(_model.copy_model(before.model), self.options, after)
-        if self.centres is None and self.finetune_options.task_weight > 0:  # same data and teacher: imprint once
-            self.centres = _finetune.class_centres(self.data, self.source, self.finetune_options.imprint_batches)
-        stats = _finetune.finetune(wrapped, self.data, self.source, self.finetune_options, callbacks,  # type: ignore[arg-type]
+        finetune_options = self.finetune_options(step)
+        wrapped, callbacks = apply(_model.copy_model(before.model), {**self.options, "steps": finetune_options.steps},
+                                   after)
+        if self.centres is None and finetune_options.task_weight > 0:  # same data and teacher: imprint once
+            self.centres = _finetune.class_centres(self.data, self.source, finetune_options.imprint_batches)
+        stats = _finetune.finetune(wrapped, self.data, self.source, finetune_options, callbacks,  # type: ignore[arg-type]
                                    centres=self.centres)
         return _Built(strip(wrapped, after), before.finetune + [{"step": step, **stats}])
 
@@ -217,7 +220,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             calibration: str | os.PathLike, data: str | os.PathLike | _data.FineTuneData | None = None,
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
-            finetune_steps: int = 500, learning_rate: float = 1e-4, distill_weight: float = 1.0, task_weight: float = 0.0,
+            finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
+            task_weight: float = 0.0,
             batch_size: int = 32, bias_correction: bool = True, fars: Sequence[float] = (1e-3,),
             min_cosine: float = MIN_COSINE,
             metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
@@ -237,7 +241,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
-        step; the loss is distill_weight × (1 − cosine to the source model's embedding) +
+        step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
+        and QAT 500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
         task_weight × a classification loss (default 0: the source model is the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
@@ -263,8 +268,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     for far in fars:
         if not 0.0 < float(far) < 1.0:
             raise ValueError(f"FAR values must be between 0 and 1, got {far!r}")
-    _finetune.FineTuneOptions(steps=finetune_steps, learning_rate=learning_rate, distill_weight=distill_weight,
-                              task_weight=task_weight)  # validates them early
+    for step in _finetune.STEP_DEFAULTS:  # validates them early
+        _finetune.FineTuneOptions.for_step(step, finetune_steps, learning_rate, distill_weight=distill_weight,
+                                           task_weight=task_weight)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; give a folder for the .tflite files and manifest.json")
@@ -299,7 +305,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,
-               "finetune_steps": int(finetune_steps), "learning_rate": float(learning_rate),
+               "finetune_steps": None if finetune_steps is None else int(finetune_steps),
+               "learning_rate": None if learning_rate is None else float(learning_rate),
                "distill_weight": float(distill_weight), "task_weight": float(task_weight),
                "bias_correction": bool(bias_correction)}
     results: list[VariantResult] = []

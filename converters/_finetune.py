@@ -29,6 +29,13 @@ from ._data import FineTuneData
 logger = logging.getLogger(__name__)
 
 
+# (steps, learning rate) per compression step when the caller leaves them unset. Pruning needs more:
+# on the default model at 50 % sparsity, mean cosine to the source reached 0.859 after 500 steps at
+# 1e-4, 0.894 after 500 at 1e-3 and 0.912 after 1000 at 1e-3 (floor 0.90). Clustering and QAT move
+# the embedding less and keep the values their variants were measured with.
+STEP_DEFAULTS: dict[str, tuple[int, float]] = {"prune": (1000, 1e-3), "cluster": (500, 1e-4), "qat": (500, 1e-4)}
+
+
 @dataclass(frozen=True)
 class FineTuneOptions:
     steps: int = 500  # per compression step
@@ -37,6 +44,14 @@ class FineTuneOptions:
     task_weight: float = 0.0  # classification loss; 0: distillation from the source model only
     head_scale: float = 16.0  # cosine-softmax scale of the default (margin-free) head
     imprint_batches: int = 20
+
+    @classmethod
+    def for_step(cls, step: str, steps: int | None = None, learning_rate: float | None = None,
+                 **options: Any) -> "FineTuneOptions":
+        """Options for compression ``step``; ``steps``/``learning_rate`` left None take :data:`STEP_DEFAULTS`."""
+        default_steps, default_rate = STEP_DEFAULTS[step]
+        return cls(steps=default_steps if steps is None else int(steps),
+                   learning_rate=default_rate if learning_rate is None else float(learning_rate), **options)
 
     def __post_init__(self) -> None:
         if int(self.steps) < 1:

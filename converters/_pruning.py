@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 RAMP_FRACTION = 2 / 3  # of the fine-tuning steps spent raising sparsity
 PRUNE_EVERY = 5  # steps between mask updates (tfmot's default is 100: far too coarse for short runs)
+# The smallest layers, together at most this share of the prunable weights, stay dense: in a
+# MobileNet they are the stem and first pointwise convolutions (8-64 channels, 1.7 % of the
+# weights), where every weight matters and pruning them saves next to nothing.
+KEEP_DENSE_SHARE = 0.02
 
 
 def schedule(target_sparsity: float, steps: int):
@@ -39,6 +43,20 @@ def _prunable(layer: Any) -> bool:
     return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))
 
 
+def layers_to_prune(model: Any, keep_dense_share: float = KEEP_DENSE_SHARE) -> set[str]:
+    """Names of the Conv2D/Dense layers to prune: all but the smallest, which together hold at most
+    ``keep_dense_share`` of the prunable weights."""
+    sizes = sorted((int(layer.kernel.shape.num_elements()), layer.name) for layer in model.layers if _prunable(layer))
+    total = sum(size for size, _ in sizes)
+    kept, dense = 0, set()
+    for size, name in sizes:
+        if kept + size > keep_dense_share * total:
+            break
+        kept += size
+        dense.add(name)
+    return {name for _, name in sizes} - dense
+
+
 def apply_pruning(model: Any, target_sparsity: float, steps: int) -> tuple[Any, list[Any]]:
     """``(model with prunable layers wrapped, callbacks the fine-tuning loop must drive)``.
 
@@ -48,10 +66,11 @@ def apply_pruning(model: Any, target_sparsity: float, steps: int) -> tuple[Any, 
     from edgeface._keras import keras
 
     plan = schedule(target_sparsity, steps)
+    chosen = layers_to_prune(model)
     wrapped = []
 
     def wrap(layer):
-        if _prunable(layer):
+        if layer.name in chosen:
             wrapped.append(layer.name)
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=plan)
         return layer
@@ -59,7 +78,8 @@ def apply_pruning(model: Any, target_sparsity: float, steps: int) -> tuple[Any, 
     pruned = keras.models.clone_model(model, clone_function=wrap)
     if not wrapped:
         raise ValueError("the model has no Conv2D or Dense layer to prune")
-    logger.info("pruning %d layers to %.0f%% sparsity over %d steps", len(wrapped), 100 * target_sparsity, steps)
+    logger.info("pruning %d layers to %.0f%% sparsity over %d steps (%d small layers kept dense)", len(wrapped),
+                100 * target_sparsity, steps, sum(1 for layer in model.layers if _prunable(layer)) - len(wrapped))
     return pruned, [tfmot.sparsity.keras.UpdatePruningStep()]
 
 

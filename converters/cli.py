@@ -45,8 +45,10 @@ def convert_command(
     sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
     clusters: int = typer.Option(16, help="Weight clusters per layer for the clustered variants."),
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
-    finetune_steps: int = typer.Option(500, help="Fine-tuning steps per compression step."),
-    learning_rate: float = typer.Option(1e-4, help="Fine-tuning learning rate (Adam)."),
+    finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per compression step "
+                                                            "(default: pruning 1000, clustering and QAT 500)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Fine-tuning learning rate, Adam (default: pruning "
+                                                             "1e-3, clustering and QAT 1e-4)."),
     task_weight: float = typer.Option(0.0, help="Weight of a classification loss beside the distillation towards "
                                                  "the source model's embedding (0: distillation only)."),
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",

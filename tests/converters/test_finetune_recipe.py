@@ -73,3 +73,35 @@ def test_pruning_reaches_its_target_by_two_thirds_of_the_steps():
         assert config["final_sparsity"] == 0.5
         assert 0.6 * steps <= config["end_step"] <= 2 * steps / 3  # the last third recovers at the final mask
         assert config["end_step"] % config["frequency"] == 0  # reached on a mask update
+
+
+def test_pruning_leaves_the_smallest_layers_dense_and_prunes_the_rest():
+    from edgeface._keras import keras
+    from edgeface.layers import L2Normalize
+    from edgeface_converters._pruning import apply_pruning, layers_to_prune
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="stem")(inputs)  # 108 weights: 0.3 % of the prunable ones
+    x = keras.layers.DepthwiseConv2D(3, name="depthwise")(x)  # never pruned (tfmot cannot)
+    x = keras.layers.Conv2D(64, 1, name="pointwise")(x)  # 256 weights: 0.8 %, kept too (1.1 % together)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(512, name="wide")(x)  # 32,768 weights
+    outputs = L2Normalize(name="embedding")(keras.layers.Dense(4, name="out")(x))  # 2,048 weights: 5.6 %
+    model = keras.Model(inputs, outputs)
+    assert layers_to_prune(model) == {"wide", "out"}
+    assert layers_to_prune(model, keep_dense_share=0.0) == {"stem", "pointwise", "wide", "out"}
+    pruned, _ = apply_pruning(model, 0.5, 30)
+    wrapped = {layer.name for layer in pruned.layers if type(layer).__name__ == "PruneLowMagnitude"}
+    assert wrapped == {"prune_low_magnitude_wide", "prune_low_magnitude_out"}
+
+
+def test_each_compression_step_has_its_own_finetuning_defaults_and_explicit_values_win():
+    from edgeface_converters._finetune import FineTuneOptions
+
+    prune, qat = FineTuneOptions.for_step("prune"), FineTuneOptions.for_step("qat")
+    assert (prune.steps, prune.learning_rate) == (1000, 1e-3)  # pruning needs the longer, faster recovery
+    assert (qat.steps, qat.learning_rate) == (500, 1e-4)
+    given = FineTuneOptions.for_step("prune", 60, 1e-4, task_weight=0.5)
+    assert (given.steps, given.learning_rate, given.task_weight) == (60, 1e-4, 0.5)
+    with pytest.raises(ValueError, match="finetune_steps must be at least 1"):
+        FineTuneOptions.for_step("cluster", 0)
