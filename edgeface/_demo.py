@@ -228,18 +228,25 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
 
 
 def device_variant(records: Sequence[Any]) -> Any:
-    """The variant a device should run: the smallest full-integer one that passed every check, else the
-    smallest that passed (None if none did).
+    """The variant a device should run: the smallest full-integer file that passed every check, else the
+    smallest file that passed (None if none did). Files within 1 % of the smallest count as the same size,
+    and among them the one that agrees best with the source model wins.
 
     Full int8 even when a dynamic-range file is smaller (it was, by 10 %, for the demo's model): integer-only
     kernels are what ARM CPUs and NPUs run fast, while dynamic-range files quantize activations on the fly
-    (slower than int8 with two threads in the demo's report).
+    (slower than int8 with two threads in the demo's report). A pruned file is as large as the plain one
+    (its zeros only compress), so it is shipped only when it agrees better.
     """
     from edgeface_converters import VARIANTS
 
     passed = [r for r in records if r.ok]
     integer = [r for r in passed if r.name in VARIANTS and VARIANTS[r.name].quantization == "int8"]
-    return min(integer or passed, key=lambda r: r.bytes or 0, default=None)
+    pool = integer or passed
+    if not pool:
+        return None
+    smallest = min(r.bytes or 0 for r in pool)
+    tied = [r for r in pool if (r.bytes or 0) <= smallest * 1.01]
+    return max(tied, key=lambda r: (r.agreement or {}).get("mean", 0.0))
 
 
 def _finetune_data(train_people: Any, config: Any, detector: str | None, seed: int):

@@ -36,15 +36,21 @@ def test_demo_plans_keep_their_epochs_against_the_recipe():
 
 
 def test_the_device_gets_the_smallest_full_int8_variant_that_passed_even_when_dynamic_is_smaller():
-    from types import SimpleNamespace as R
+    from types import SimpleNamespace
 
     from edgeface._demo import device_variant
 
-    records = [R(name="float32", ok=True, bytes=990), R(name="dynamic", ok=True, bytes=307),
-               R(name="int8", ok=True, bytes=340), R(name="pruned-int8", ok=False, bytes=200)]
+    def record(name, ok, size, agreement=0.99):
+        return SimpleNamespace(name=name, ok=ok, bytes=size, agreement={"mean": agreement})
+
+    records = [record("float32", True, 990_200), record("dynamic", True, 307_700), record("int8", True, 340_700),
+               record("pruned-int8", False, 200_000)]
     assert device_variant(records).name == "int8"
-    records.append(R(name="qat-int8", ok=True, bytes=330))
-    assert device_variant(records).name == "qat-int8"
+    # a pruned file is as large as the plain one (its zeros only compress): it must agree better to be shipped
+    records.append(record("pruned-int8", True, 340_650, agreement=0.906))
+    assert device_variant(records).name == "int8"
+    records.append(record("qat-int8", True, 330_000, agreement=0.95))
+    assert device_variant(records).name == "qat-int8"  # more than 1 % smaller
     without_int8 = [r for r in records if "int8" not in r.name]
     assert device_variant(without_int8).name == "dynamic"  # no integer variant passed: the smallest that did
-    assert device_variant([R(name="int8", ok=False, bytes=1)]) is None
+    assert device_variant([record("int8", False, 1)]) is None
