@@ -123,4 +123,7 @@ def run_typer_command(command: Callable[..., Any], argv: Sequence[str], prog_nam
 
 def main(argv: Sequence[str], prog_name: str = "edgeface convert") -> int:
     """`edgeface convert`, for the runtime's dispatcher (entry point ``convert``)."""
+    from edgeface._allocator import relaunch_with_tcmalloc
+
+    relaunch_with_tcmalloc("convert", argv)  # pruning/QAT fine-tuning are training steps
     return run_typer_command(convert_command, argv, prog_name)

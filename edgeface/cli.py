@@ -16,6 +16,8 @@ from typing import List, Optional, Sequence
 
 import typer
 
+from ._allocator import relaunch_with_tcmalloc
+
 EXIT_BAD_INPUT = 2
 EXIT_MISSING_EXTRA = 7  # as the runtime's InterpreterNotFoundError: an ImportError whose message gives the pip command
 
@@ -217,6 +219,7 @@ def _run(command, argv: Sequence[str], prog_name: str) -> int:
 
 
 def train_main(argv: Sequence[str], prog_name: str = "edgeface train") -> int:
+    relaunch_with_tcmalloc("train", argv)
     return _run(train_command, argv, prog_name)
 
 
@@ -231,6 +234,7 @@ def report_main(argv: Sequence[str], prog_name: str = "edgeface report") -> int:
 
 
 def demo_main(argv: Sequence[str], prog_name: str = "edgeface demo") -> int:
+    relaunch_with_tcmalloc("demo", argv)
     from ._demo_cli import demo_command
 
     return _run(demo_command, argv, prog_name)
@@ -243,6 +247,7 @@ def download_main(argv: Sequence[str], prog_name: str = "edgeface download") -> 
 
 
 def adapt_main(argv: Sequence[str], prog_name: str = "edgeface adapt") -> int:
+    relaunch_with_tcmalloc("adapt", argv)
     from ._adapt_cli import adapt_command
 
     return _run(adapt_command, argv, prog_name)
