@@ -3,7 +3,9 @@
 Under glibc's malloc, TensorFlow's CPU training steps map and unmap multi-megabyte buffers every
 step, and their pages fault in again each time (30-50 thousand minor faults per MobileNet step on
 the development machine, even with ``tune_allocator_for_training``'s thresholds). tcmalloc keeps
-those pages: a fine-tuning step went from 267 to 229 ms with 166 faults instead of 33,831. An
+those pages and the kernel time (103-191 → 16-18 ms of CPU per MobileNet step on the 2-core
+development VM). Wall time there is noisy: medians of alternating runs 412 → 353 ms per step, a
+full 57-epoch run no faster than the same recipe's epochs an hour earlier without it. An
 allocator can only be chosen before the process starts, so a training command started from the
 shell re-executes itself once with ``LD_PRELOAD`` (as Intel's ``ipexrun`` does). Opt out with
 ``EDGEFACE_TCMALLOC=0``; install with ``apt install libtcmalloc-minimal4`` (Debian/Ubuntu).
@@ -55,7 +57,7 @@ def relaunch_with_tcmalloc(command: str, argv: Sequence[str]) -> None:
     library = find_tcmalloc()
     if library is None:
         logger.debug("tcmalloc not found; training with the system allocator "
-                     "(apt install libtcmalloc-minimal4 makes steps ~15 %% faster)")
+                     "(apt install libtcmalloc-minimal4 saves the kernel's page-fault time)")
         return
     env = dict(os.environ, LD_PRELOAD=f"{library}:{preload}" if preload else library)
     env[_ENV_SWITCH] = "0"  # the relaunched process must not try again
