@@ -3,7 +3,7 @@
 Under glibc's malloc, TensorFlow's CPU training steps map and unmap multi-megabyte buffers every
 step, and their pages fault in again each time (30-50 thousand minor faults per MobileNet step on
 the development machine, even with ``tune_allocator_for_training``'s thresholds). tcmalloc keeps
-those pages and the kernel time (103-191 → 16-18 ms of CPU per MobileNet step on the 2-core
+those pages and saves the kernel's time (103-191 → 16-18 ms of CPU per MobileNet step on the 2-core
 development VM). Wall time there is noisy: medians of alternating runs 412 → 353 ms per step, a
 full 57-epoch run no faster than the same recipe's epochs an hour earlier without it. An
 allocator can only be chosen before the process starts, so a training command started from the
