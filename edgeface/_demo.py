@@ -58,8 +58,8 @@ def _plan(quick: bool) -> dict[str, Any]:
     if quick:  # a few minutes on two cores: the pipeline, not the accuracy
         return {"epochs_frozen": 1, "epochs": 2, "variants": "float32,int8", "latency_runs": 20,
                 "calibration_images": 200}
-    # ≤ 30 minutes on two cores: fine-tuning epochs take 35-40 s here and pruned-int8's fine-tuning
-    # about 6 minutes; qat-int8 is left out (on these models it agreed less with float than plain int8).
+    # ≤ 30 minutes on two cores: fine-tuning epochs took 33-55 s here and pruned-int8's 1000 fine-tuning
+    # steps about 4 minutes; qat-int8 is left out (on these models it agreed less with float than plain int8).
     return {"epochs_frozen": 3, "epochs": 20, "variants": "float32,float16,dynamic,int8,pruned-int8",
             "latency_runs": 100, "calibration_images": 400}
 
