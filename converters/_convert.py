@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeface_runtime._metadata import ModelMetadata
 
-from . import _bias_correction, _clustering, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
+from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
 from ._variants import DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target, parse_variants
 
@@ -150,6 +150,7 @@ class _Run:
                               representative=self.calibration.representative, io=io,
                               per_channel_dense=self.target.per_channel_dense,
                               quantization_aware="qat" in variant.steps)
+        tflite = _compact.compact(tflite, keep_tensor_names=self.options["keep_tensor_names"])
         self.check(variant, tflite, built.model, io, result)
         result.seconds = round(time.perf_counter() - start, 2)
         return result
@@ -222,7 +223,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
             task_weight: float = 0.0,
-            batch_size: int = 32, bias_correction: bool = True, fars: Sequence[float] = (1e-3,),
+            batch_size: int = 32, bias_correction: bool = True, keep_tensor_names: bool = False, fars: Sequence[float] = (1e-3,),
             min_cosine: float = MIN_COSINE,
             metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
             seed: int | None = 0, progress: Progress | None = None) -> Manifest:
@@ -247,6 +248,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
         (``_bias_correction``); False converts the model as it is.
+    keep_tensor_names: keep the names of intermediate tensors (for Netron and the like). Every file is
+        compacted losslessly (``_compact``): identical quantization vectors are stored once and, unless
+        this is set, only the input and output tensors keep their names.
     min_cosine: mean cosine every file must reach against the Keras model it was converted
         from (fine-tuned variants must also stay within the table's floor of the source model).
     seed: seeds Keras/TF/numpy for reproducible fine-tuning (None leaves the global state alone).
@@ -308,7 +312,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
                "finetune_steps": None if finetune_steps is None else int(finetune_steps),
                "learning_rate": None if learning_rate is None else float(learning_rate),
                "distill_weight": float(distill_weight), "task_weight": float(task_weight),
-               "bias_correction": bool(bias_correction)}
+               "bias_correction": bool(bias_correction), "keep_tensor_names": bool(keep_tensor_names)}
     results: list[VariantResult] = []
     try:
         with contextlib.ExitStack() as stack:

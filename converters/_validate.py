@@ -89,7 +89,7 @@ def weight_tensors(model: bytes) -> list[tuple[str, np.ndarray, Any]]:
                 continue
             seen.add(tensor.buffer)
             values = np.frombuffer(np.asarray(data, np.uint8).tobytes(), dtype=dtype).reshape(shape)
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")  # compacted: None
             out.append((name, values, _zero_point(tensor, shape)))
     return out
 

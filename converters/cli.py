@@ -54,6 +54,9 @@ def convert_command(
     bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
                                          help="Before full-int8 conversion, remove the mean error that rounding "
                                               "the weights causes (measured on the calibration crops)."),
+    keep_tensor_names: bool = typer.Option(False, "--keep-tensor-names",
+                                           help="Keep intermediate tensor names in the files (for Netron; "
+                                                "by default only the input and output keep theirs)."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite: aligns the fine-tuning data and pairs of "
                                                        "models trained on aligned crops, and checks the calibration "
                                                        "images show faces (default: the runtime's cached file)."),
@@ -85,7 +88,8 @@ def convert_command(
                                calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
                                sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
                                learning_rate=learning_rate, task_weight=task_weight,
-                               bias_correction=bias_correction, progress=progress,
+                               bias_correction=bias_correction, keep_tensor_names=keep_tensor_names,
+                               progress=progress,
                                face_detector=_face_detector(detector))
         finally:
             for bar in bars:
