@@ -175,7 +175,7 @@ def test_a_recipe_fills_only_the_options_the_caller_did_not_set(tmp_path):
 
     plain = TrainConfig.from_dict({"recipe": "lfw-mobilenet-v1-025", "data": "lfw"})
     assert (plain.align, plain.margin, plain.optimizer, plain.val_fraction) == (True, 0.35, "adam", 0.0)
-    assert plain.augment == {"crop_scale": 1.0, "shift": 0.0}  # a default_factory field is filled too
+    assert plain.augment == {"crop_scale": 0.92, "shift": 0.03}  # a default_factory field is filled too
     # Set explicitly, even to the default value: the caller wins.
     mine = TrainConfig.from_dict({"recipe": "lfw-mobilenet-v1-025", "align": False, "augment": {}, "margin": 0.3})
     assert (mine.align, mine.augment, mine.margin) == (False, {}, 0.3)
