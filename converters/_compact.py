@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+import flatbuffers
 import numpy as np
 
 _log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ def compact(tflite: bytes, *, keep_tensor_names: bool = False) -> bytes:
     Unless ``keep_tensor_names``, only the model's input and output tensors keep their names.
     Models whose weights live outside the flatbuffer (over 2 GB) are returned unchanged.
     """
-    import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
@@ -35,7 +35,7 @@ def compact(tflite: bytes, *, keep_tensor_names: bool = False) -> bytes:
         return tflite
     if not keep_tensor_names:
         _strip_inner_tensor_names(model)
-    builder = _SharingBuilder(flatbuffers)
+    builder = _SharingBuilder()
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     compacted = bytes(builder.Output())
     _log.debug("compacted flatbuffer: %d -> %d bytes (%d vectors shared)", len(tflite), len(compacted),
@@ -52,30 +52,27 @@ def _strip_inner_tensor_names(model) -> None:
                 tensor.name = None
 
 
-def _SharingBuilder(flatbuffers):  # noqa: N802 - a class factory: flatbuffers is imported lazily
-    class SharingBuilder(flatbuffers.Builder):
-        """Writes byte vectors 16-aligned (weight buffers) and every other identical numeric vector once."""
+class _SharingBuilder(flatbuffers.Builder):
+    """Writes byte vectors 16-aligned (weight buffers) and every other identical numeric vector once."""
 
-        def __init__(self):
-            super().__init__(1024)
-            self._written: dict[tuple[str, bytes], int] = {}
-            self.shared = 0
+    def __init__(self):
+        super().__init__(1024)
+        self._written: dict[tuple[str, bytes], int] = {}
+        self.shared = 0
 
-        def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' API
-            if x.dtype.itemsize == 1:
-                return self._aligned_bytes(np.ascontiguousarray(x).tobytes())
-            key = (x.dtype.str, np.ascontiguousarray(x).tobytes())
-            if key in self._written:
-                self.shared += 1
-            else:
-                self._written[key] = super().CreateNumpyVector(x)
-            return self._written[key]
+    def CreateNumpyVector(self, x):  # noqa: N802 - flatbuffers' API
+        if x.dtype.itemsize == 1:
+            return self._aligned_bytes(np.ascontiguousarray(x).tobytes())
+        key = (x.dtype.str, np.ascontiguousarray(x).tobytes())
+        if key in self._written:
+            self.shared += 1
+        else:
+            self._written[key] = super().CreateNumpyVector(x)
+        return self._written[key]
 
-        def _aligned_bytes(self, data: bytes) -> int:
-            self.StartVector(1, len(data), _BUFFER_ALIGNMENT)
-            self.head = self.head - len(data)
-            self.Bytes[self.head:self.head + len(data)] = data
-            self.vectorNumElems = len(data)
-            return self.EndVector()
-
-    return SharingBuilder()
+    def _aligned_bytes(self, data: bytes) -> int:
+        self.StartVector(1, len(data), _BUFFER_ALIGNMENT)
+        self.head = self.head - len(data)
+        self.Bytes[self.head:self.head + len(data)] = data
+        self.vectorNumElems = len(data)
+        return self.EndVector()

@@ -222,8 +222,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
-            task_weight: float = 0.0,
-            batch_size: int = 32, bias_correction: bool = True, keep_tensor_names: bool = False, fars: Sequence[float] = (1e-3,),
+            task_weight: float = 0.0, batch_size: int = 32, bias_correction: bool = True,
+            keep_tensor_names: bool = False, fars: Sequence[float] = (1e-3,),
             min_cosine: float = MIN_COSINE,
             metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
             seed: int | None = 0, progress: Progress | None = None) -> Manifest:
