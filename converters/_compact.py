@@ -45,8 +45,7 @@ def compact(tflite: bytes, *, keep_tensor_names: bool = False) -> bytes:
 
 def _strip_inner_tensor_names(model) -> None:
     for subgraph in model.subgraphs:
-        keep = {int(i) for i in np.concatenate([np.asarray(subgraph.inputs if subgraph.inputs is not None else []),
-                                                np.asarray(subgraph.outputs if subgraph.outputs is not None else [])])}
+        keep = {int(i) for ids in (subgraph.inputs, subgraph.outputs) if ids is not None for i in ids}
         for index, tensor in enumerate(subgraph.tensors or []):
             if index not in keep:
                 tensor.name = None
