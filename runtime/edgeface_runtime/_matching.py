@@ -52,11 +52,29 @@ class Match:
 
 @dataclass(frozen=True)
 class IdentifyResult:
-    """The top-k people for one probe, best first (empty for an empty gallery)."""
+    """The top-k people for one probe, best first (empty for an empty gallery).
+
+    ``far`` is the false-accept rate of *one* comparison at ``threshold``; the probe was
+    compared with ``comparisons`` templates, so a stranger gets that many chances to pass
+    (see :attr:`stranger_accept_rate`).
+    """
 
     matches: tuple[Match, ...]
     threshold: float
     far: Optional[float]
+    comparisons: int = 0
+
+    @property
+    def stranger_accept_rate(self) -> Optional[float]:
+        """About how often a stranger is accepted as someone at this threshold: ``1 - (1 - far) ** comparisons``.
+
+        Treats the comparisons as independent (an upper bound in practice: one person's
+        templates resemble each other). None when the threshold was explicit. For a target
+        rate R, calibrate at a FAR of about R / comparisons.
+        """
+        if self.far is None:
+            return None
+        return float(-np.expm1(self.comparisons * np.log1p(-self.far)))
 
     @property
     def best(self) -> Optional[Match]:
@@ -196,7 +214,7 @@ def identify_many(
     n_probes = probes.shape[0]
     n_people = len(groups.names)
     if n_people == 0:
-        return [IdentifyResult(matches=(), threshold=threshold, far=far) for _ in range(n_probes)]
+        return [IdentifyResult(matches=(), threshold=threshold, far=far, comparisons=0) for _ in range(n_probes)]
 
     unit_probes = l2_normalize(probes).astype(templates.dtype, copy=False)
     # (N, M): the only pass over the gallery. For a few probes, numpy's own single-threaded
@@ -228,7 +246,8 @@ def identify_many(
         for i in ranked:
             score = float(column_scores[i])
             matches.append(Match(name=groups.names[people[i]], score=score, accepted=score >= threshold))
-        results.append(IdentifyResult(matches=tuple(matches), threshold=threshold, far=far))
+        results.append(IdentifyResult(matches=tuple(matches), threshold=threshold, far=far,
+                                      comparisons=groups.size))
     return results
 
 

@@ -86,6 +86,11 @@ def enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _odds(result) -> str:
+    rate = result.stranger_accept_rate
+    return "" if rate is None else f"; FAR {result.far:g} per comparison, {result.comparisons} compared: a stranger passes ~{rate:.1%}"
+
+
 def identify(args: argparse.Namespace) -> int:
     """1:N — who in the gallery is this? Exit code 0 if someone passes the threshold, 1 if not."""
     with _verifier(args, gallery=args.gallery, threshold=args.threshold) as fv:
@@ -93,8 +98,9 @@ def identify(args: argparse.Namespace) -> int:
     lines = [f"{m.name}: {m.score:.4f}{'  (accepted)' if m.accepted else ''}" for m in result.matches]
     best = result.best.name if result.best else None
     emit({"best": best, "threshold": result.threshold, "far": result.far,
+          "comparisons": result.comparisons, "stranger_accept_rate": result.stranger_accept_rate,
           "matches": [{"name": m.name, "score": m.score, "accepted": m.accepted} for m in result.matches]},
-         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f})"] + lines))
+         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f}{_odds(result)})"] + lines))
     return 0 if best else 1
 
 

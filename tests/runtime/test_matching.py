@@ -158,10 +158,21 @@ def test_identify_best_is_none_when_top_match_is_below_threshold():
     assert result.far == 1e-4 and result.threshold == 0.9
 
 
+def test_identify_counts_comparisons_and_compounds_far_into_a_stranger_accept_rate():
+    templates = np.eye(4, dtype=np.float32)
+    result = identify_embeddings([1.0, 0.0, 0.0, 0.0], templates, ["a", "a", "b", "c"], 1, 0.5, far=1e-3)
+    assert result.comparisons == 4  # every template is a chance to pass, not every person
+    assert result.stranger_accept_rate == pytest.approx(1 - (1 - 1e-3) ** 4, rel=1e-9)
+    big = IdentifyResult(matches=(), threshold=0.5, far=1e-3, comparisons=1000)
+    assert big.stranger_accept_rate == pytest.approx(0.6323, abs=1e-4)  # 1 - e^-1: one in 1000 is no longer rare
+    assert IdentifyResult(matches=(), threshold=0.5, far=None, comparisons=9).stranger_accept_rate is None
+
+
 def test_identify_empty_gallery_returns_no_matches():
-    result = identify_embeddings(np.ones(16), np.zeros((0, 16), np.float32), [], 5, 0.3)
+    result = identify_embeddings(np.ones(16), np.zeros((0, 16), np.float32), [], 5, 0.3, far=1e-3)
     assert result.matches == ()
     assert result.best is None
+    assert result.comparisons == 0 and result.stranger_accept_rate == 0.0
 
 
 def test_identify_top_k_larger_than_gallery_returns_everyone():

@@ -52,6 +52,7 @@ def test_enroll_identify_and_gallery_admin_commands(fixtures_dir, tmp_path, edge
     assert edgeface("enroll", "bob", paths[2], "--gallery", gallery, "-m", model, "--no-detect")[0] == 0
     code, out, _ = edgeface("identify", paths[2], "-g", gallery, "-m", model, "--no-detect", "--json", "--top-k", "1")
     assert code == 0 and json.loads(out)["best"] == "bob" and len(json.loads(out)["matches"]) == 1
+    assert json.loads(out)["comparisons"] == 3  # alice's two templates and bob's one
     code, out, _ = edgeface("gallery", "list", gallery, "--json")
     assert {p["name"]: p["templates"] for p in json.loads(out)} == {"alice": 2, "bob": 1}
     assert edgeface("gallery", "rename", gallery, "bob", "robert")[:2] == (0, "renamed 'bob' to 'robert'\n")
