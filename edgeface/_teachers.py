@@ -201,7 +201,12 @@ class NpzTeacher(Teacher):
             vectors = np.stack([arrays[k] for k in keys])
         if not np.issubdtype(vectors.dtype, np.number) or not np.all(np.isfinite(vectors)):
             raise ValueError(f"{file}: embeddings must be finite numbers")
-        self.index = {_norm_key(k): i for i, k in enumerate(keys)}
+        self.index = {}
+        for i, key in enumerate(keys):
+            previous = self.index.setdefault(_norm_key(key), i)
+            if previous != i:  # e.g. 'a/1.jpg' and './a/1.jpg': which vector is meant is unknowable
+                raise ValueError(f"{file}: image {_norm_key(key)!r} has two embeddings (entries {previous} and {i}, "
+                                 f"as {keys[previous]!r} and {key!r}); keep one vector per image")
         self.vectors = vectors.astype(np.float32)
         super().__init__(str(file), {"sha256": _sha256(file)}, int(vectors.shape[1]))
 

@@ -168,6 +168,10 @@ def test_npz_teacher_missing_paths_is_a_clear_value_error(setup, tmp_path):
     np.savez(ragged, **{"a/1.jpg": np.ones(8), "a/2.jpg": np.ones(4)})
     with pytest.raises(ValueError, match="same length"):
         load_teacher(str(ragged))
+    twice = tmp_path / "twice.npz"
+    np.savez(twice, paths=np.array(["a/1.jpg", "./a/1.jpg"]), embeddings=np.eye(2, 8, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"'a/1.jpg' has two embeddings \(entries 0 and 1"):
+        load_teacher(str(twice))
 
 
 def test_centring_uses_the_training_images_only(setup, tmp_path):
