@@ -449,16 +449,19 @@ def kshot_indices(dataset, people: Sequence[str], k: int, seed: int) -> np.ndarr
 
 def _held_out_pairs(held, n_pairs: int, seed: int) -> tuple[list, dict[str, Any]]:
     """Balanced, seeded pairs of the held-out people (identity-disjoint folds where possible)."""
-    from edgeface_runtime._metrics import generate_pairs
+    from edgeface_runtime._metrics import FoldsSharePeopleWarning, generate_pairs
 
     counts = held.counts()
     same_available = int(sum(c * (c - 1) // 2 for c in counts))
     folds = int(max(2, min(10, held.num_classes // 4)))
     half = max(folds, min(n_pairs // 2, same_available // 2))
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
+        warnings.simplefilter("always", FoldsSharePeopleWarning)
         pairs = generate_pairs(held.by_identity(), 2 * half, seed, folds=folds)
-    shared = any(issubclass(w.category, RuntimeWarning) for w in caught)
+    shared = any(issubclass(w.category, FoldsSharePeopleWarning) for w in caught)
+    for other in caught:  # anything else is not ours to swallow
+        if not issubclass(other.category, FoldsSharePeopleWarning):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
     return pairs, {"pairs": len(pairs), "folds": folds, "folds_share_people": shared}
 
 

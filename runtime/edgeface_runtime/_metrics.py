@@ -34,6 +34,7 @@ __all__ = [
     "LFW_HELD_OUT_FOLDS",
     "BestAccuracy",
     "Eer",
+    "FoldsSharePeopleWarning",
     "KFoldResult",
     "Pair",
     "RocCurve",
@@ -55,6 +56,10 @@ __all__ = [
 # The project's evaluation rule: report on LFW folds 6-10 and train only on people absent
 # from them (1-based, as in the LFW documentation).
 LFW_HELD_OUT_FOLDS = (6, 7, 8, 9, 10)
+
+
+class FoldsSharePeopleWarning(RuntimeWarning):
+    """:func:`generate_pairs` could not keep its folds identity-disjoint (too few people)."""
 
 
 class RocCurve(NamedTuple):
@@ -649,7 +654,7 @@ def generate_pairs(
     Folds are identity-disjoint whenever every fold can hold its quota alone: at least
     ``folds`` people with two images, ``2 * folds`` people in all, and enough distinct
     pairs in each fold. Otherwise every fold draws from all people (folds then share
-    people) and a ``RuntimeWarning`` says so; if even all people together cannot supply
+    people) and a :class:`FoldsSharePeopleWarning` (a ``RuntimeWarning``) says so; if even all people together cannot supply
     the distinct pairs asked for, ValueError.
     """
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 2 or n_pairs % 2:
@@ -691,7 +696,7 @@ def generate_pairs(
         warnings.warn(
             f"cannot give each of {folds} folds its own people ({len(several)} people with two or "
             f"more images, {len(names)} in all, for {n_pairs} pairs): every fold draws from all people",
-            RuntimeWarning,
+            FoldsSharePeopleWarning,
             stacklevel=2,
         )
         pools = [names] * folds

@@ -427,8 +427,11 @@ def test_generate_pairs_uneven_quotas():
 
 
 def test_generate_pairs_falls_back_to_shared_people_with_a_warning():
-    with pytest.warns(RuntimeWarning, match="every fold draws from all people"):
+    from edgeface_runtime.metrics import FoldsSharePeopleWarning
+
+    with pytest.warns(FoldsSharePeopleWarning, match="every fold draws from all people") as caught:
         pairs = generate_pairs(_dataset(5, 3), 20, seed=0, folds=10)
+    assert issubclass(caught[0].category, RuntimeWarning)  # callers filtering RuntimeWarning still see it
     assert len(pairs) == 20 and len({(p.path_a, p.path_b) for p in pairs}) == 20
 
 

@@ -194,3 +194,41 @@ def test_a_short_adaptation_on_orl(source_model, tmp_path):
     assert len(run["held_out_people"]) == 20 and len(run["adaptation_images"]) == 40
     assert run["pairs"] == 200 and not run["folds_share_people"]
     assert 0.5 <= run["after"]["accuracy"] <= 1.0
+
+
+class _HeldPeople:
+    """The three things ``_held_out_pairs`` asks of the held-out split."""
+
+    def __init__(self, images_per_person):
+        self.identities = {f"p{i}": [f"p{i}/{j}.png" for j in range(n)] for i, n in enumerate(images_per_person)}
+        self.num_classes = len(self.identities)
+
+    def counts(self):
+        return [len(v) for v in self.identities.values()]
+
+    def by_identity(self):
+        return self.identities
+
+
+def test_held_out_pairs_flags_shared_folds_and_passes_other_warnings_on(monkeypatch):
+    import warnings
+
+    import edgeface_runtime._metrics as metrics
+    from edgeface._adapt import _held_out_pairs
+
+    # Only one person with several photos: two folds cannot each have their own same-person pairs.
+    _, few = _held_out_pairs(_HeldPeople([6] + [1] * 7), 40, seed=0)
+    assert few["folds_share_people"]
+    _, enough = _held_out_pairs(_HeldPeople([5] * 40), 40, seed=0)
+    assert not enough["folds_share_people"]
+
+    real = metrics.generate_pairs
+
+    def noisy(*args, **kwargs):
+        warnings.warn("an unrelated numeric warning", RuntimeWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "generate_pairs", noisy)
+    with pytest.warns(RuntimeWarning, match="unrelated"):
+        _, info = _held_out_pairs(_HeldPeople([5] * 40), 40, seed=0)
+    assert not info["folds_share_people"]
