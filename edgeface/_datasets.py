@@ -221,6 +221,10 @@ def _member_parts(member: tarfile.TarInfo, top: str) -> tuple[str, ...]:
     return parts
 
 
+class _DiskError(DownloadError):
+    """Unpacking failed for want of space or permission: the archive itself is fine, keep it."""
+
+
 def safe_extract(archive: Union[str, os.PathLike], destination: Union[str, os.PathLike], *, top: str,
                  max_bytes: int, max_members: int, progress: Optional[DownloadProgress] = None,
                  expected_files: Optional[int] = None) -> int:
@@ -265,8 +269,8 @@ def safe_extract(archive: Union[str, os.PathLike], destination: Union[str, os.Pa
                     progress(label, written, expected_files, "files")
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:  # the disk, not the archive's content
-                raise DownloadError(f"cannot unpack {archive} into {root}: {exc}; free some space or set "
-                                    "EDGEFACE_CACHE to another folder") from exc
+                raise _DiskError(f"cannot unpack {archive} into {root}: {exc}; free some space or set "
+                                 "EDGEFACE_CACHE to another folder") from exc
             raise DownloadError(f"{archive} is damaged ({exc})") from exc
     return written
 
@@ -343,7 +347,7 @@ def fetch_lfw(*, cache: Union[str, os.PathLike, None] = None, mirrors: Mirrors =
             _replace_folder(staging, folder)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, DownloadError):  # a bad archive: never unpack it again
+            if isinstance(exc, DownloadError) and not isinstance(exc, _DiskError):  # a bad archive: never unpack it again
                 archive.path.unlink(missing_ok=True)
                 raise DownloadError(f"{exc}. The archive was deleted; try another mirror (--mirror or "
                                     f"EDGEFACE_MIRRORS). {hint}") from None

@@ -193,6 +193,32 @@ def test_unsafe_archive_members_are_refused_and_nothing_is_written_outside(local
     assert not (cache / "downloads" / "lfw-deepfunneled.tgz").exists()
 
 
+def test_a_full_disk_while_unpacking_keeps_the_verified_archive_for_the_next_try(local_http, mini, tmp_path,
+                                                                                monkeypatch):
+    import errno
+
+    import edgeface._datasets as datasets
+
+    root, archive, pairs = mini
+    spec = _spec(local_http, root, archive, pairs)
+    cache = tmp_path / "cache"
+    real_copy = datasets.shutil.copyfileobj
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.shutil, "copyfileobj", disk_full)
+    with pytest.raises(DownloadError, match="free some space") as caught:
+        fetch_lfw(cache=cache, spec=spec)
+    assert "archive was deleted" not in str(caught.value)
+    assert (cache / "downloads" / "lfw-deepfunneled.tgz").read_bytes() == archive
+    assert not (cache / "data" / "lfw").exists()
+    monkeypatch.setattr(datasets.shutil, "copyfileobj", real_copy)
+    requests = len(local_http.requests)
+    assert fetch_lfw(cache=cache, spec=spec) == cache / "data" / "lfw"  # unpacked from the kept archive
+    assert [r[0] for r in local_http.requests[requests:]] == []
+
+
 def test_without_an_archive_checksum_the_unpacked_content_is_what_is_verified(local_http, mini, tmp_path):
     root, _, pairs = mini
     short = _tgz(root, skip="Person_AB_0002.jpg")  # one image missing: a different archive
