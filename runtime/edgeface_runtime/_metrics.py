@@ -654,8 +654,8 @@ def generate_pairs(
     Folds are identity-disjoint whenever every fold can hold its quota alone: at least
     ``folds`` people with two images, ``2 * folds`` people in all, and enough distinct
     pairs in each fold. Otherwise every fold draws from all people (folds then share
-    people) and a :class:`FoldsSharePeopleWarning` (a ``RuntimeWarning``) says so; if even all people together cannot supply
-    the distinct pairs asked for, ValueError.
+    people) and a :class:`FoldsSharePeopleWarning` (a ``RuntimeWarning``) says so; if even
+    all people together cannot supply the distinct pairs asked for, ValueError.
     """
     if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 2 or n_pairs % 2:
         raise ValueError(f"n_pairs must be a positive even integer (half same, half different), got {n_pairs!r}")

@@ -86,7 +86,7 @@ def enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def _odds(result) -> str:
+def _stranger_odds(result) -> str:
     rate = result.stranger_accept_rate
     return "" if rate is None else f"; FAR {result.far:g} per comparison, {result.comparisons} compared: a stranger passes ~{rate:.1%}"
 
@@ -100,7 +100,7 @@ def identify(args: argparse.Namespace) -> int:
     emit({"best": best, "threshold": result.threshold, "far": result.far,
           "comparisons": result.comparisons, "stranger_accept_rate": result.stranger_accept_rate,
           "matches": [{"name": m.name, "score": m.score, "accepted": m.accepted} for m in result.matches]},
-         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f}{_odds(result)})"] + lines))
+         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f}{_stranger_odds(result)})"] + lines))
     return 0 if best else 1
 
 
