@@ -123,7 +123,10 @@ def _jpegs_in_order(folder: Path) -> Iterator[Path]:
 
 
 def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detector_path: Any = None,
-              count: int = 200, gallery_sizes: Sequence[int] = (1000, 10000), warmup: int = 5) -> dict[str, Any]:
+              count: int = 200, gallery_sizes: Sequence[int] = (1000, 10000), warmup: int = 5,
+              detector_sizes: Sequence[int | None] = (None,)) -> dict[str, Any]:
+    """Times the pipeline at one thread and at all cores, once per detector input size
+    (None: the model's own); runs are keyed ``"1_thread"`` or ``"1_thread_detector_96"``."""
     from ._interpreter import select_backend
     from ._pipeline import FaceVerifier
 
@@ -138,11 +141,12 @@ def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detec
                    "interpreter": f"{backend.name} {backend.version}"},
         "model": str(model_path), "images": len(paths) - warmup, "runs": {},
     }
-    for threads in sorted({1, os.cpu_count() or 1}):
-        with FaceVerifier.from_path(model_path, detector_path=detector_path, num_threads=threads) as verifier:
+    for threads, size in itertools.product(sorted({1, os.cpu_count() or 1}), detector_sizes):
+        with FaceVerifier.from_path(model_path, detector_path=detector_path, num_threads=threads,
+                                    detector_input_size=size) as verifier:
             gallery = _synthetic_gallery(1000, verifier.embedder.embedding_size)
             _run_pipeline(verifier, [str(p) for p in paths[:warmup]], "RGB", gallery)
-            result["runs"][f"{threads}_thread"] = {
+            result["runs"][f"{threads}_thread" + (f"_detector_{size}" if size else "")] = {
                 "jpeg": _run_pipeline(verifier, [str(p) for p in paths[warmup:]], "RGB", gallery),
                 "frame_640x480": _run_pipeline(verifier, _camera_frames(paths[warmup:]), "BGR", gallery),
             }

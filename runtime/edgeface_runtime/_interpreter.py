@@ -169,6 +169,23 @@ class Engine:
             return ModelError(f"{self.description} is not a valid TFLite model: {text.strip()}")
         return InterpreterError(f"{self.backend.name} failed to load {self.description}: {text.strip()}")
 
+    def resize_input(self, shape: Sequence[int]) -> None:
+        """Give the (single) input tensor a new shape and re-plan every tensor after it.
+
+        Only for fully convolutional models whose reshapes infer their sizes; a model that cannot
+        take the shape raises :class:`InterpreterError`.
+        """
+        with self._lock:
+            if self._interpreter is None:
+                raise RuntimeError(f"{self.description} is closed")
+            try:
+                self._interpreter.resize_tensor_input(self.input_details[0]["index"], [int(v) for v in shape])
+                self._interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as exc:
+                raise InterpreterError(f"{self.description} cannot take input shape {tuple(shape)}: {exc}") from exc
+            self.input_details = self._interpreter.get_input_details()
+            self.output_details = self._interpreter.get_output_details()
+
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         if len(inputs) != len(self.input_details):
             raise ValueError(f"{self.description} takes {len(self.input_details)} inputs, got {len(inputs)}")

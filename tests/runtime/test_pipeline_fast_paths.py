@@ -76,6 +76,16 @@ def test_letterbox_of_an_lfw_photo_averages_2x2_blocks(detector_models_dir):
     assert padding.size == (128 * 128 - 125 * 125) * 3 and np.all(padding == -1.0)
 
 
+def test_letterbox_at_input_size_96_averages_3x3_blocks_of_an_lfw_photo(detector_models_dir):
+    frame = smooth_frame(250, 250)  # 3x3 blocks fill 84 of 96 pixels (87.5 %): no resize
+    with FaceDetector.from_path(detector_models_dir / "face_detection_short_range.tflite", input_size=96) as detector:
+        tensor, (scale_x, _, pad_x, pad_y) = detector._letterbox(Image.fromarray(frame))
+    assert tensor.shape == (1, 96, 96, 3) and scale_x == pytest.approx(1 / 3) and pad_x == pad_y == 6.0
+    blocks = frame[:249, :249].reshape(83, 3, 83, 3, 3).astype(np.float64).mean(axis=(1, 3))
+    levels = (tensor[0, 6:89, 6:89] + 1.0) * 127.5  # the 84th row and column average a partial block
+    assert np.abs(levels - blocks).max() < 1.0
+
+
 def test_letterbox_resizes_when_whole_blocks_would_shrink_the_face(detector_models_dir):
     frame = smooth_frame(200, 200)  # 2x2 blocks would fill only 100 of 128 pixels: bilinear instead
     levels, padding = letterbox(detector_models_dir / "face_detection_short_range.tflite", frame)

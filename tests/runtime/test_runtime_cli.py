@@ -138,3 +138,15 @@ def test_a_device_command_loads_no_cli_framework(fixtures_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "embedding 16-d" in done.stdout and "edgeface: face verification" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[0, 0] []"
+
+
+@pytest.mark.lfw
+def test_detect_runs_the_detector_at_the_requested_input_size(lfw_dir, detector_models_dir, edgeface):
+    photo = sorted((lfw_dir / "lfw-deepfunneled").glob("*/*.jpg"))[0]
+    detector = detector_models_dir / "face_detection_short_range.tflite"
+    code, out, _ = edgeface("detect", photo, "--detector", detector, "--detector-size", "96", "--json")
+    faces = json.loads(out)["faces"]
+    x0, y0, x1, y1 = faces[0]["box"]
+    assert code == 0 and x0 < 125 < x1 and y0 < 125 < y1  # LFW centres the person in 250x250
+    code, _, err = edgeface("detect", photo, "--detector", detector, "--detector-size", "100")
+    assert code == 2 and err.startswith("error:") and "multiple of 16" in err
