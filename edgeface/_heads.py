@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ._choices import HEADS
+from ._choices import EMBEDDING_STYLES, HEADS
 from ._keras import keras, tf
 from .layers import L2Normalize
 
@@ -143,22 +143,35 @@ def embedding_head(features, embedding_size: int = 128, dropout: float = 0.2, *,
     ``style="standard"``: GAP → Dropout → Dense(no bias) → BatchNorm → L2Normalize.
     ``style="seed"`` (the seed project's VGG16 recipe): GAP → Dense(relu) → L2Normalize;
     its classifier then sits on the ReLU output (see :func:`classifier_input`).
+    ``style="gdc"`` (MobileFaceNet's global depthwise convolution): a depthwise kernel as large
+    as the feature map → BatchNorm → Flatten, then as "standard". Average pooling weighs every
+    position alike and so forgets where on the face a feature was; the GDC learns one weight
+    per position and channel (4,096 for a 4×4×256 map), so the layout survives.
     """
     layers = keras.layers
     if int(embedding_size) < 2:
         raise ValueError(f"embedding_size must be at least 2, got {embedding_size!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    x = layers.GlobalAveragePooling2D(name="embedding_pool")(features)
+    if style not in EMBEDDING_STYLES:
+        raise ValueError(f"unknown embedding head style {style!r}; choose one of {', '.join(EMBEDDING_STYLES)}")
+    if style == "gdc":
+        height, width = features.shape[1], features.shape[2]
+        if height is None or width is None:
+            raise ValueError("the 'gdc' embedding head needs a fixed input size (its kernel covers the whole "
+                             f"feature map), got features of shape {tuple(features.shape)}")
+        x = layers.DepthwiseConv2D((height, width), use_bias=False, name="embedding_gdc")(features)
+        x = layers.BatchNormalization(name="embedding_gdc_bn")(x)
+        x = layers.Flatten(name="embedding_pool")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="embedding_pool")(features)
     if style == "seed":
         x = layers.Dense(embedding_size, activation="relu", name="embedding_dense")(x)
-    elif style == "standard":
+    else:
         if dropout > 0:
             x = layers.Dropout(dropout, name="embedding_dropout")(x)
         x = layers.Dense(embedding_size, use_bias=False, name="embedding_dense")(x)
         x = layers.BatchNormalization(name="embedding_bn")(x)
-    else:
-        raise ValueError(f"unknown embedding head style {style!r}; choose 'standard' or 'seed'")
     return L2Normalize(name=EMBEDDING_LAYER)(x)
 
 

@@ -281,7 +281,7 @@ class FaceDetector:
     ``input_size`` runs the short-range model at another square size (a multiple of 16; the
     network is fully convolutional, anchors and decoding follow the size). 96 instead of 128
     halves its inference; the price is the smallest face it finds: about a sixth of the frame's
-    width instead of a tenth (see the README).
+    width instead of a ninth (see the README).
     """
 
     def __init__(self, model: bytes, variant: Optional[str] = None, *, min_score: Optional[float] = None,

@@ -70,7 +70,7 @@ def test_unknown_head_and_bad_sizes():
         classification_head("arcface", 1)
 
 
-@pytest.mark.parametrize("style,size", [("standard", 16), ("seed", 24)])
+@pytest.mark.parametrize("style,size", [("standard", 16), ("seed", 24), ("gdc", 16)])
 def test_face_models_shapes_and_unit_norm(style, size):
     from edgeface._keras import keras
     from edgeface.backbones import create_backbone
@@ -86,8 +86,40 @@ def test_face_models_shapes_and_unit_norm(style, size):
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
     assert models.training.predict([x, np.array([0, 1, 2])], verbose=0).shape == (3, 5)
     assert models.embedding.layers[-1].name == "embedding"
-    if style == "standard":
+    if style != "seed":
         assert not models.embedding.get_layer("embedding_dense").use_bias
+    if style == "gdc":  # the kernel covers the whole feature map: one value per channel
+        gdc = models.embedding.get_layer("embedding_gdc")
+        assert tuple(gdc.kernel_size) == tuple(backbone.output.shape[1:3]) and gdc.output.shape[1:3] == (1, 1)
+
+
+@pytest.mark.parametrize("style, keeps_layout", [("standard", False), ("gdc", True)])
+def test_only_the_gdc_head_sees_where_features_are(style, keeps_layout):
+    # Average pooling gives a feature map and its spatially shuffled copy the same embedding;
+    # the global depthwise convolution weighs each position on its own.
+    from edgeface._keras import keras
+    from edgeface.heads import embedding_head
+
+    features = keras.Input((4, 4, 8))
+    model = keras.Model(features, embedding_head(features, 6, dropout=0.0, style=style))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random kernels: a fresh GDC kernel's init could be near-uniform
+        if layer.weights and "bn" not in layer.name:
+            layer.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in layer.get_weights()])
+    x = rng.normal(size=(1, 4, 4, 8)).astype(np.float32)
+    shuffled = x.reshape(1, 16, 8)[:, rng.permutation(16)].reshape(1, 4, 4, 8)
+    a, b = model.predict(x, verbose=0), model.predict(shuffled, verbose=0)
+    assert np.allclose(a, b, atol=1e-5) != keeps_layout
+
+
+def test_gdc_head_needs_a_fixed_feature_map():
+    from edgeface._keras import keras
+    from edgeface.heads import embedding_head
+
+    with pytest.raises(ValueError, match="fixed input size"):
+        embedding_head(keras.Input((None, None, 8)), 6, style="gdc")
+    with pytest.raises(ValueError, match="choose one of standard, seed, gdc"):
+        embedding_head(keras.Input((4, 4, 8)), 6, style="pool")
 
 
 def test_heads_round_trip_through_config():

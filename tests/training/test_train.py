@@ -219,6 +219,25 @@ def test_seed_recipe_style_with_a_softmax_head(tmp_path):
     assert result.card["metrics"]["best_validation"]["best"] is None  # no validation split asked for
 
 
+def test_gdc_head_trains_saves_and_converts_to_the_same_embedding(tmp_path):
+    from edgeface.training import load_model, train
+    from edgeface_converters import convert
+    from edgeface_runtime import Embedder
+
+    data = make_dataset(tmp_path / "faces", identities=4, per_identity=4)
+    config = tiny_config(data, tmp_path / "run", embedding_style="gdc", epochs=1, steps_per_epoch=2, val_fraction=0.0)
+    result = train(config)
+    model, _ = load_model(result.model_path)
+    assert model.get_layer("embedding_gdc").output.shape[1:3] == (1, 1)
+    manifest = convert(result.model_path, tmp_path / "out", ["float32", "int8"], calibration=data, face_detector=None)
+    assert [v.status for v in manifest.variants] == ["ok", "ok"]
+    crop = np.random.default_rng(0).integers(0, 256, model.input_shape[1:], dtype=np.uint8)
+    with Embedder.from_path(tmp_path / "out" / "float32.tflite") as embedder:
+        on_device = embedder.embed(crop)
+    in_keras = model.predict(embedder.to_input(crop).astype(np.float32), verbose=0)[0]
+    assert float(on_device @ in_keras) > 0.999
+
+
 @pytest.mark.parametrize("schedule,warmup", [("cosine", 0.0), ("cosine", 1.0), ("step", 0.0), ("constant", 0.0)])
 def test_learning_rate_schedules(schedule, warmup):
     from edgeface._train import TrainConfig, _optimizer, _schedule
