@@ -68,6 +68,7 @@ class RemoteFile:
     urls: tuple[str, ...]
     sha256: Optional[str] = None
     md5: Optional[str] = None
+    max_bytes: Optional[int] = None  # the exact size when known, else a bound: downloads stop beyond it
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,12 @@ _LFW_SITE = "http://vis-www.cs.umass.edu/lfw/"
 LFW = ArchivedDataset(
     name="lfw",
     archive=RemoteFile("lfw-deepfunneled.tgz", (_LFW_SITE + "lfw-deepfunneled.tgz",),
-                       md5="68331da3eb755a505a502b5aacb3c201"),
+                       md5="68331da3eb755a505a502b5aacb3c201", max_bytes=400 << 20),
     top="lfw-deepfunneled",
     # figshare's copy of pairs.txt is the one scikit-learn uses; same sha256 as the official file.
     extras=(RemoteFile("pairs.txt", (_LFW_SITE + "pairs.txt", "https://ndownloader.figshare.com/files/5976006"),
                        sha256="ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592",
-                       md5="9f1ba174e4e1c508ff7cdf10ac338a7d"),),
+                       md5="9f1ba174e4e1c508ff7cdf10ac338a7d", max_bytes=155_335),),
     files=13233,
     people=5749,
     listing_sha256="aacd42dcb6273897f99b82eef42ad6f69799a53c1e53755560bb713a882fb9b7",
@@ -109,7 +110,7 @@ WEIGHTS: dict[str, RemoteFile] = {
     # The Keras-applications release (MobileNet v1 alpha 0.25, no top); works at any input size.
     "mobilenet_v1_025": RemoteFile(
         "mobilenet_2_5_224_tf_no_top.h5", (_KERAS_WEIGHTS + "mobilenet/mobilenet_2_5_224_tf_no_top.h5",),
-        sha256="dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf"),
+        sha256="dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf", max_bytes=2_108_140),
 }
 
 
@@ -301,7 +302,7 @@ def _fetch_remote(remote: RemoteFile, folder: Path, mirrors: Mirrors, progress: 
                   hint: str) -> FetchedFile:
     return fetch_file(mirror_urls(remote.filename, remote.urls, mirrors), folder / remote.filename,
                       sha256=remote.sha256, md5=remote.md5, progress=_bytes_progress(progress, remote.filename),
-                      hint=hint)
+                      hint=hint, max_bytes=remote.max_bytes)
 
 
 def fetch_lfw(*, cache: Union[str, os.PathLike, None] = None, mirrors: Mirrors = None,
@@ -393,7 +394,7 @@ def fetch_weights(backbone: str = "mobilenet_v1_025", *, cache: Union[str, os.Pa
             "leave it in a folder and pass --mirror FOLDER (or set EDGEFACE_MIRRORS=FOLDER)")
     return cached_download(list(remote.urls), remote.sha256 or "", cache_dir=cache_dir(cache) / "weights",
                            filename=remote.filename, progress=_bytes_progress(progress, remote.filename),
-                           mirrors=mirrors, hint=hint)
+                           mirrors=mirrors, hint=hint, max_bytes=remote.max_bytes)
 
 
 def cached_weights(backbone: str = "mobilenet_v1_025", *, cache: Union[str, os.PathLike, None] = None) -> Optional[Path]:

@@ -67,7 +67,8 @@ class LocalHTTP:
     ``files`` maps a URL path ("/name") to its bytes. Range requests are answered with 206
     unless ``ranges`` is False; ``cut_after[path] = n`` makes the next response for ``path``
     announce the full length but stop after ``n`` body bytes (an interrupted transfer).
-    ``requests`` records ``(path, Range header or None)`` for every GET.
+    With ``announce_length`` False, responses carry no Content-Length and end when the
+    connection closes (a stream of unknown size). ``requests`` records ``(path, Range header or None)`` for every GET.
     """
 
     def __init__(self, base: str) -> None:
@@ -76,6 +77,7 @@ class LocalHTTP:
         self.requests: list[tuple[str, str | None]] = []
         self.cut_after: dict[str, int] = {}
         self.ranges = True
+        self.announce_length = True
         self.delay_s = 0.0
 
     def url(self, name: str) -> str:
@@ -122,17 +124,23 @@ def local_http(monkeypatch):
             self.send_response(status)
             if status == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
+            if server.announce_length:
+                self.send_header("Content-Length", str(len(data) - start))
+            else:
+                self.close_connection = True
             self.end_headers()
             body = data[start:]
             cut = server.cut_after.pop(self.path, None)
             if cut is not None:
                 body = body[:cut]
                 self.close_connection = True
-            for i in range(0, len(body), 1 << 16):
-                self.wfile.write(body[i:i + (1 << 16)])
-                if server.delay_s:
-                    time.sleep(server.delay_s)
+            try:
+                for i in range(0, len(body), 1 << 16):
+                    self.wfile.write(body[i:i + (1 << 16)])
+                    if server.delay_s:
+                        time.sleep(server.delay_s)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client stopped reading (a cut-off download)
 
         def log_message(self, *args) -> None:  # keep the test output clean
             pass

@@ -75,6 +75,7 @@ class DetectorSpec:
     anchors: AnchorOptions
     decode: DecodeOptions
     sha256: str
+    size: int  # bytes: a download is cut off beyond it
     url: str
     description: str
 
@@ -90,6 +91,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         decode=DecodeOptions(num_boxes=896, x_scale=128.0, y_scale=128.0, w_scale=128.0, h_scale=128.0,
                              min_score_thresh=0.5),
         sha256="3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+        size=229_032,
         url="https://storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite",
         description="faces within about 2 m of the camera (kiosks, doors)",
     ),
@@ -101,6 +103,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         decode=DecodeOptions(num_boxes=2304, x_scale=192.0, y_scale=192.0, w_scale=192.0, h_scale=192.0,
                              min_score_thresh=0.6),
         sha256="99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+        size=1_083_984,
         url="https://storage.googleapis.com/mediapipe-assets/face_detection_full_range.tflite",
         description="faces up to about 5 m from the camera",
     ),

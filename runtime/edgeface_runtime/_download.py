@@ -135,14 +135,16 @@ def find_cached(filename: str, sha256: str, *, cache_dir: Union[str, PathLike, N
 
 def cached_download(url: Union[str, Sequence[str]], sha256: str, *, cache_dir: Union[str, PathLike, None] = None,
                     filename: Optional[str] = None, progress: Optional[Progress] = None,
-                    mirrors: Union[str, Sequence[str], None] = None, hint: Optional[str] = None) -> Path:
+                    mirrors: Union[str, Sequence[str], None] = None, hint: Optional[str] = None,
+                    max_bytes: Optional[int] = None) -> Path:
     """Return the path of ``url``'s file in the cache, downloading it first if needed.
 
     ``url`` is one URL or several tried in order (mirrors from ``mirrors``/``$EDGEFACE_MIRRORS``
     first). A cached file whose sha256 matches is returned without any network access.
     Otherwise the file is downloaded (resuming an interrupted ``.part``), verified, and renamed
     into place. Raises :class:`DownloadError` when no source gives the right bytes, ending with
-    ``hint`` (what to do without network; a generic line by default).
+    ``hint`` (what to do without network; a generic line by default). ``max_bytes``: see
+    :func:`fetch_file`.
     """
     expected = _normalise_hex(sha256, 64, "sha256")
     urls = [url] if isinstance(url, str) else list(url)
@@ -156,7 +158,7 @@ def cached_download(url: Union[str, Sequence[str]], sha256: str, *, cache_dir: U
     if find_cached(name, expected, cache_dir=folder) is not None:  # type: ignore[arg-type]
         return target
     fetch_file(mirror_urls(name, urls, mirrors), target, sha256=expected, progress=progress,
-               hint=hint or _OFFLINE_HINT)
+               hint=hint or _OFFLINE_HINT, max_bytes=max_bytes)
     return target
 
 
@@ -174,14 +176,18 @@ class _SourceFailed(Exception):
 
 def fetch_file(urls: Union[str, Sequence[str]], target: Union[str, PathLike], *, sha256: Optional[str] = None,
                md5: Optional[str] = None, progress: Optional[Progress] = None,
-               hint: str = _OFFLINE_HINT) -> FetchedFile:
+               hint: str = _OFFLINE_HINT, max_bytes: Optional[int] = None) -> FetchedFile:
     """Download ``target`` from the first of ``urls`` that gives bytes matching the checksums.
 
     Checks whichever of ``sha256``/``md5`` are given (with neither, the caller must verify the
     content and the digests are only reported). An existing ``target`` that matches is returned
-    untouched; a ``.part`` left by an interrupted download is resumed. Raises
+    untouched; a ``.part`` left by an interrupted download is resumed. A source that announces
+    or sends more than ``max_bytes`` (the file's known size, or a bound) is cut off there, so a
+    wrong or endless response cannot fill the disk before the checksum would catch it. Raises
     :class:`DownloadError` naming every URL tried and why it failed, ending with ``hint``.
     """
+    if max_bytes is not None and (isinstance(max_bytes, bool) or int(max_bytes) < 1):
+        raise ValueError(f"max_bytes must be a positive number of bytes or None, got {max_bytes!r}")
     expected_sha = _normalise_hex(sha256, 64, "sha256")
     expected_md5 = _normalise_hex(md5, 32, "md5")
     candidates = [urls] if isinstance(urls, str) else list(urls)
@@ -204,7 +210,7 @@ def fetch_file(urls: Union[str, Sequence[str]], target: Union[str, PathLike], *,
         mismatches = 0
         for url in candidates:
             try:
-                sha, md5_found = _fetch_verified(url, fd, part, progress, expected_sha, expected_md5)
+                sha, md5_found = _fetch_verified(url, fd, part, progress, expected_sha, expected_md5, max_bytes)
                 os.fsync(fd)
                 os.replace(part, target)
             except _SourceFailed as exc:
@@ -230,11 +236,11 @@ def fetch_file(urls: Union[str, Sequence[str]], target: Union[str, PathLike], *,
 
 
 def _fetch_verified(url: str, fd: int, part: Path, progress: Optional[Progress], expected_sha: Optional[str],
-                    expected_md5: Optional[str]) -> tuple[str, str]:
+                    expected_md5: Optional[str], max_bytes: Optional[int] = None) -> tuple[str, str]:
     """One URL into ``fd``, checked; a resumed download that fails the check is fetched once more whole."""
     for _ in range(2):
         resumed = os.fstat(fd).st_size > 0
-        sha, md5 = _fetch_resuming(url, fd, part, progress)
+        sha, md5 = _fetch_resuming(url, fd, part, progress, max_bytes)
         problem = _checksum_problem(expected_sha, expected_md5, sha, md5)
         if not problem:
             return sha, md5
@@ -291,11 +297,13 @@ def _unlink_if_empty(part: Path, fd: int) -> int:
     return size
 
 
-def _fetch_resuming(url: str, fd: int, part: Path, progress: Optional[Progress]) -> tuple[str, str]:
+def _fetch_resuming(url: str, fd: int, part: Path, progress: Optional[Progress],
+                    max_bytes: Optional[int] = None) -> tuple[str, str]:
     """Fill ``fd`` with ``url``'s bytes, continuing after what it already holds when the server allows.
 
     Returns (sha256, md5) of the whole file. Raises :class:`_SourceFailed` on network trouble,
-    keeping what arrived so that a later call can resume.
+    keeping what arrived so that a later call can resume, and (as a mismatch, keeping nothing)
+    when the file is or would be longer than ``max_bytes``.
     """
     offset = os.fstat(fd).st_size
     for attempt in range(2):  # the second attempt starts from zero when the resume was refused
@@ -332,6 +340,10 @@ def _fetch_resuming(url: str, fd: int, part: Path, progress: Optional[Progress])
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
                 sha, md5 = hashlib.sha256(), _md5()
+            if max_bytes is not None and total is not None and total > max_bytes:
+                os.ftruncate(fd, 0)
+                raise _SourceFailed(f"the server offers {total} bytes, more than the {max_bytes} expected",
+                                    mismatch=True)
             os.lseek(fd, offset, os.SEEK_SET)
             done = offset
             if progress is not None:
@@ -343,6 +355,10 @@ def _fetch_resuming(url: str, fd: int, part: Path, progress: Optional[Progress])
                     raise _SourceFailed(f"the connection broke after {done} bytes ({exc})") from exc
                 if not chunk:
                     break
+                if max_bytes is not None and done + len(chunk) > max_bytes:
+                    os.ftruncate(fd, 0)
+                    raise _SourceFailed(f"the server sent more than the {max_bytes} bytes expected; stopped there "
+                                        "and discarded them", mismatch=True)
                 _write_all(fd, chunk)
                 sha.update(chunk)
                 md5.update(chunk)
@@ -387,5 +403,6 @@ def default_detector_path(variant: str = "short", *, progress: Optional[Progress
         raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
     spec = DETECTORS[variant]
     return cached_download(spec.url, spec.sha256, filename=spec.filename, progress=progress, mirrors=mirrors,
+                           max_bytes=spec.size,
                            hint="Retry, or fetch the file elsewhere and pass its path (--detector), or leave it in "
                                 "a folder and set EDGEFACE_MIRRORS to that folder")

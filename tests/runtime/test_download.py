@@ -17,6 +17,7 @@ import pytest
 from edgeface_runtime import _download
 from edgeface_runtime._download import (cached_download, default_cache_dir, default_detector_path, fetch_file,
                                        mirror_urls)
+from edgeface_runtime._detector import DETECTORS
 from edgeface_runtime._errors import DownloadError
 
 PAYLOAD = os.urandom(300_000)  # several read chunks
@@ -296,3 +297,33 @@ def test_concurrent_downloads_of_one_file_wait_for_each_other(local_http, tmp_pa
     assert errors == [] and len(results) == 2
     assert (cache / "big.bin").read_bytes() == PAYLOAD and cache_files(cache) == ["big.bin"]
     assert len(local_http.requests) == 1  # the second caller found the first one's file
+
+
+def test_a_source_announcing_more_than_the_known_size_is_not_downloaded(local_http, tmp_path):
+    url = local_http.add("model.bin", PAYLOAD + b"x" * 1000)
+    with pytest.raises(DownloadError, match=f"offers {len(PAYLOAD) + 1000} bytes, more than the {len(PAYLOAD)}"):
+        cached_download(url, PAYLOAD_SHA, cache_dir=tmp_path / "cache", max_bytes=len(PAYLOAD))
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_a_stream_longer_than_the_known_size_is_cut_off_and_discarded(local_http, tmp_path):
+    # No Content-Length: only counting the bytes stops a wrong or endless response.
+    local_http.announce_length = False
+    endless = local_http.add("model.bin", bytes(4 << 20))
+    with pytest.raises(DownloadError, match="sent more than the 1000 bytes expected") as caught:
+        cached_download(endless, PAYLOAD_SHA, cache_dir=tmp_path / "cache", max_bytes=1000)
+    assert "different file" in str(caught.value)  # a mismatch: not offered for resuming
+    assert cache_files(tmp_path / "cache") == []
+    exact = local_http.add("exact.bin", PAYLOAD)
+    path = cached_download(exact, PAYLOAD_SHA, cache_dir=tmp_path / "cache", max_bytes=len(PAYLOAD))
+    assert path.read_bytes() == PAYLOAD
+    with pytest.raises(ValueError, match="max_bytes"):
+        fetch_file(exact, tmp_path / "other.bin", max_bytes=0)
+
+
+@pytest.mark.parametrize("variant", sorted(DETECTORS))
+def test_pinned_detector_sizes_match_the_official_files(variant, detector_models_dir):
+    path = detector_models_dir / DETECTORS[variant].filename
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    assert path.stat().st_size == DETECTORS[variant].size

@@ -320,9 +320,11 @@ def test_pinned_lfw_and_weight_checksums_match_the_real_files(lfw_dir):
     assert found.sha256 == LFW.listing_sha256
     pairs = (lfw_dir / "pairs.txt").read_bytes()
     assert _sha(pairs) == LFW.extras[0].sha256 and hashlib.md5(pairs).hexdigest() == LFW.extras[0].md5
+    assert len(pairs) == LFW.extras[0].max_bytes  # the exact size: downloads stop beyond it
     weights = lfw_dir.parent.parent / "weights" / _datasets.WEIGHTS["mobilenet_v1_025"].filename
     if weights.is_file():
         assert _sha(weights.read_bytes()) == _datasets.WEIGHTS["mobilenet_v1_025"].sha256
+        assert weights.stat().st_size == _datasets.WEIGHTS["mobilenet_v1_025"].max_bytes
 
 
 # --- the commands ---------------------------------------------------------------------------
