@@ -270,7 +270,7 @@ def _check_input_size(input_size: object) -> int:
     low, high = _INPUT_SIZE_RANGE
     if not low <= input_size <= high or input_size % _INPUT_SIZE_STEP:
         raise ValueError(f"input_size must be a multiple of {_INPUT_SIZE_STEP} between {low} and {high}, "
-                         f"got {input_size}; 96 is the fast choice for faces that fill a sixth of the frame or more")
+                         f"got {input_size}; 96 is fast for close faces, 160-192 finds smaller ones")
     return int(input_size)
 
 
@@ -282,9 +282,10 @@ class FaceDetector:
     vectorised and safe to call from several threads (the engine serialises inference).
 
     ``input_size`` runs the short-range model at another square size (a multiple of 16; the
-    network is fully convolutional, anchors and decoding follow the size). 96 instead of 128
-    halves its inference; the price is the smallest face it finds: about a sixth of the frame's
-    width instead of a ninth (see the README).
+    network is fully convolutional, anchors and decoding follow the size). The network needs a
+    face about 12 px wide in its input, so the size trades speed for the smallest face found:
+    96 halves the inference but needs faces about a sixth of the frame wide (128: a ninth);
+    192 costs 2.25x and finds faces a twelfth wide (see the README).
     """
 
     def __init__(self, model: bytes, variant: Optional[str] = None, *, min_score: Optional[float] = None,
