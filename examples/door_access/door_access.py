@@ -155,7 +155,8 @@ _REQUIRED = object()
 _SCHEMA: dict = {
     "model": {"path": (str, _REQUIRED), "threshold": (float, None), "far": (float, None),
               "num_threads": (int, 1), "interpreter": (str, None)},
-    "detector": {"enabled": (bool, True), "path": (str, None), "variant": (str, "short"), "min_score": (float, None)},
+    "detector": {"enabled": (bool, True), "path": (str, None), "variant": (str, "short"), "min_score": (float, None),
+                 "input_size": (int, None)},
     "gallery": {"path": (str, _REQUIRED), "people": (str, None)},
     "decision": {"required_hits": (int, 3), "window": (int, 5), "cooldown_seconds": (float, 5.0)},
     "source": {"input": (str, _REQUIRED), "max_fps": (float, 0.0)},
@@ -182,6 +183,7 @@ class DoorConfig:
     detector_path: Optional[Path] = None
     detector_variant: str = "short"
     min_face_score: Optional[float] = None
+    detector_input_size: Optional[int] = None
     people_dir: Optional[Path] = None
     required_hits: int = 3
     window: int = 5
@@ -265,6 +267,10 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
     min_score = get("detector", "min_score")
     if min_score is not None and not 0.0 < min_score < 1.0:
         problems.append(f"[detector] min_score is a detection score in (0, 1), got {min_score}")
+    input_size = get("detector", "input_size")
+    if input_size is not None and (input_size % 16 or not 64 <= input_size <= 512):
+        problems.append(f"[detector] input_size is a multiple of 16 between 64 and 512 (96: faster, for faces that "
+                        f"fill a sixth of the frame width), got {input_size}")
     hits, window, cooldown = get("decision", "required_hits"), get("decision", "window"), get("decision", "cooldown_seconds")
     if hits < 1:
         problems.append(f"[decision] required_hits must be >= 1, got {hits}")
@@ -314,7 +320,8 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
         model_path=path_of("model", "path"), gallery_path=path_of("gallery", "path"), source=source,
         threshold=threshold, far=far, num_threads=get("model", "num_threads"), interpreter=get("model", "interpreter"),
         detect=get("detector", "enabled"), detector_path=path_of("detector", "path"),
-        detector_variant=get("detector", "variant"), min_face_score=min_score, people_dir=path_of("gallery", "people"),
+        detector_variant=get("detector", "variant"), min_face_score=min_score, detector_input_size=input_size,
+        people_dir=path_of("gallery", "people"),
         required_hits=hits, window=window, cooldown_seconds=cooldown, max_fps=get("source", "max_fps"),
         log_path=path_of("log", "path"), action=action, command=command,
         command_timeout=get("action", "timeout_seconds"), action_callable=get("action", "callable"),
@@ -569,7 +576,8 @@ def verifier_options(config: DoorConfig, **overrides: Any) -> Any:
     options = dict(model_path=config.model_path, detector_path=config.detector_path,
                    detector_variant=config.detector_variant, detect=config.detect,
                    gallery_path=config.gallery_path, threshold=config.threshold, far=config.far,
-                   min_face_score=config.min_face_score, num_threads=config.num_threads,
+                   min_face_score=config.min_face_score, detector_input_size=config.detector_input_size,
+                   num_threads=config.num_threads,
                    interpreter=config.interpreter)
     options.update(overrides)
     return VerifierOptions(**options)

@@ -192,6 +192,7 @@ def test_minimal_config_gets_defaults_and_paths_relative_to_the_file(tmp_path):
     ('[model]\nthreshold = 1.5', "threshold is a cosine similarity in [-1, 1], got 1.5"),
     ('[model]\nfar = 0', "far is a false-accept rate in (0, 1)"),
     ('[detector]\nvariant = "long"', "variant must be one of short, full, got 'long'"),
+    ('[detector]\ninput_size = 100', "input_size is a multiple of 16 between 64 and 512"),
     ('[source]\ninput = "camera:"', "needs a camera: 'camera:0'"),
     ('[source]\nmax_fps = -1', "max_fps must be >= 0"),
     ('[action]\ntype = "relay"', "type must be one of log, command, python, got 'relay'"),
@@ -505,7 +506,9 @@ def lfw_photo(lfw_dir: Path, name: str, number: int) -> Path:
 
 
 @pytest.mark.lfw
-def test_enroll_skips_and_reports_photos_without_a_face(tmp_path, fixtures_dir, lfw_dir, detector_models_dir):
+@pytest.mark.parametrize("input_size", [None, 96])
+def test_enroll_skips_and_reports_photos_without_a_face(tmp_path, fixtures_dir, lfw_dir, detector_models_dir,
+                                                        input_size):
     person = tmp_path / "people" / "someone"
     person.mkdir(parents=True)
     name = lfw_people(lfw_dir, 1, 3)[0]
@@ -513,7 +516,7 @@ def test_enroll_skips_and_reports_photos_without_a_face(tmp_path, fixtures_dir, 
         shutil.copy(lfw_photo(lfw_dir, name, number), person / f"{number}.jpg")
     Image.new("RGB", (200, 200), (128, 128, 128)).save(person / "wall.jpg")
     config = door.load_config(tiny_config(tmp_path, fixtures_dir))
-    config = dataclasses.replace(config, detect=True,
+    config = dataclasses.replace(config, detect=True, detector_input_size=input_size,
                                  detector_path=detector_models_dir / "face_detection_short_range.tflite")
     (report,) = door.enroll_people(config)
     assert (report.name, report.photos, report.enrolled) == ("someone", 3, 2)
