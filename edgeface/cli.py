@@ -86,6 +86,8 @@ def train_command(
     input_size: Optional[str] = typer.Option(None, help="Input size: N or HxW."),
     embedding_size: Optional[int] = typer.Option(None, help="Embedding dimension."),
     head: Optional[str] = typer.Option(None, help="Training head: softmax, arcface or cosface."),
+    embedding_style: Optional[str] = typer.Option(
+        None, help="Embedding head: standard (average pooling), gdc (global depthwise conv, MobileFaceNet) or seed."),
     recipe: Optional[str] = typer.Option(None, help="Named recipe (e.g. seed-vgg16, lfw-mobilenet-v1-025)."),
     epochs_frozen: Optional[int] = typer.Option(None, help="Epochs training the head on the frozen backbone."),
     epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs after the frozen ones."),
@@ -136,7 +138,7 @@ def train_command(
         overrides = {
             "backbone": backbone, "weights": weights, "data": str(data) if data else None,
             "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
-            "embedding_size": embedding_size, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
+            "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
             "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
             "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,

@@ -285,7 +285,7 @@ class FaceDetector:
     network is fully convolutional, anchors and decoding follow the size). The network needs a
     face about 12 px wide in its input, so the size trades speed for the smallest face found:
     96 halves the inference but needs faces about a sixth of the frame wide (128: a ninth);
-    192 costs 2.25x and finds faces a twelfth wide (see the README).
+    192 costs 2.2x and finds faces a twelfth wide (see the README).
     """
 
     def __init__(self, model: bytes, variant: Optional[str] = None, *, min_score: Optional[float] = None,

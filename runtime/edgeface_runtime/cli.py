@@ -210,7 +210,7 @@ def _detector_size(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-size", type=int, metavar="PIXELS",
                    help="run the short-range detector at this input size, a multiple of 16 (default: its own "
                         "128); 96 halves its inference but needs faces a sixth of the frame wide, 192 finds "
-                        "faces a twelfth of the frame wide at 2.25x the cost")
+                        "faces a twelfth of the frame wide at 2.2x the cost")
 
 
 def _detector_sizes(text: str) -> list:

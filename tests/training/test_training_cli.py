@@ -15,11 +15,13 @@ def test_train_and_evaluate_commands(edgeface, tmp_path, mini_lfw):
                       'scale = 16.0\nmargin = 0.2\nval_fraction = 0.3\n')
     out = tmp_path / "run"
     code, out_text, err = edgeface("train", config, "--lfw", "--data", mini_lfw, "--input-size", "32", "--epochs", "1",
-                                   "--steps-per-epoch", "2", "--batch-size", "8", "--out", out, "--quiet")
+                                   "--steps-per-epoch", "2", "--batch-size", "8", "--embedding-style", "gdc",
+                                   "--out", out, "--quiet")
     assert code == 0, err
     assert "model:" in out_text and "LFW folds 6-10: accuracy" in out_text
     card = json.loads((out / "training_card.json").read_text())
     assert card["hyperparameters"]["input_size"] == [32, 32] and card["hyperparameters"]["dataset"] == "lfw"
+    assert card["hyperparameters"]["embedding_style"] == "gdc"
 
     report = tmp_path / "report.json"
     code, out_text, err = edgeface("evaluate", out / "model.keras", "--pairs", mini_lfw / "pairs.txt",
@@ -40,6 +42,8 @@ def test_bad_input_is_one_line_and_exit_code_2(edgeface, tmp_path):
     assert code == 2 and out == "" and err.count("\n") == 1
     code, _, err = edgeface("train", "--input-size", "big", "--data", data)
     assert code == 2 and "--input-size" in err
+    code, _, err = edgeface("train", "--data", data, "--backbone", "tiny", "--embedding-style", "pool")
+    assert code == 2 and "embedding_style" in err and "gdc" in err
 
 
 def test_list_backbones(edgeface):
