@@ -328,6 +328,7 @@ class FaceDetector:
             self._resize(resized, description)
             input_size, outputs = (resized, resized), self._engine.output_details
         self.input_size = input_size
+        self._min_fill = _REDUCE_ONLY_MIN_FILL_FAST if input_size < spec.input_size else _REDUCE_ONLY_MIN_FILL
         self.min_score = spec.decode.min_score_thresh if min_score is None else float(min_score)
         if not 0.0 < self.min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1), got {min_score!r}")
@@ -394,8 +395,7 @@ class FaceDetector:
         in_h, in_w = self.input_size
         scale = min(in_w / width, in_h / height)
         factor = math.ceil(1.0 / scale)
-        min_fill = _REDUCE_ONLY_MIN_FILL_FAST if self.input_size < self.spec.input_size else _REDUCE_ONLY_MIN_FILL
-        if factor >= 2 and scale * factor <= 1.0 / min_fill:
+        if factor >= 2 and scale * factor <= 1.0 / self._min_fill:
             # Whole k×k blocks averaged and nothing else when that fills (nearly) as much of the
             # input as a resize would: a 250×250 LFW photo becomes 125×125 instead of 128×128 and
             # the face 2 % smaller, for a tenth of the CPU of Pillow's antialiased bilinear resize
