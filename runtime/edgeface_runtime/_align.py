@@ -12,6 +12,8 @@ sides. That reproduces the usual 112×96 template (the 112×112 one shifted 8 px
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from PIL import Image
 
@@ -82,7 +84,11 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | 
     w = np.ones(src.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (src.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {src.shape[0]} non-negative numbers, got {weights!r}")
-    w = w / w.sum()
+    return _fit_similarity(src, dst, w / w.sum())
+
+
+def _fit_similarity(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`estimate_similarity` on checked float64 points, with weights that sum to 1."""
     src_mean, dst_mean = (w[:, None] * src).sum(axis=0), (w[:, None] * dst).sum(axis=0)
     src_centred, dst_centred = src - src_mean, dst - dst_mean
     src_var = float((w * (src_centred ** 2).sum(axis=1)).sum())
@@ -142,7 +148,22 @@ def alignment_matrix(keypoints: np.ndarray, input_size: tuple[int, int], templat
         raise ValueError(f"keypoints must be (6, 2) in BlazeFace order (right eye, left eye, nose tip, mouth "
                          f"centre, ...), got shape {keypoints.shape}")
     src = keypoints[list(ALIGNMENT_KEYPOINTS)] - 0.5  # continuous -> pixel-index coordinates
-    return estimate_similarity(src, template_points(template, input_size), TEMPLATE_WEIGHTS.get(template))
+    if not np.isfinite(src).all():
+        raise ValueError("keypoints must be finite; got NaN or inf (a failed detection?)")
+    dst, weights = _template_target(template, _size(input_size))
+    return _fit_similarity(src, dst, weights)
+
+
+@functools.lru_cache(maxsize=32)
+def _template_target(template: str, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The template's points at ``input_size`` and its normalised weights, computed once per face
+    size rather than once per face."""
+    dst = template_points(template, input_size)
+    weights = TEMPLATE_WEIGHTS.get(template, np.ones(len(dst)))
+    weights = weights / weights.sum()
+    dst.setflags(write=False)
+    weights.setflags(write=False)
+    return dst, weights
 
 
 def align_face(rgb: np.ndarray, keypoints: np.ndarray, input_size: tuple[int, int],

@@ -14,6 +14,7 @@ column ``i`` is ``i + 0.5``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -185,6 +186,34 @@ def generate_anchors(options: AnchorOptions, input_size: tuple[int, int]) -> np.
 # Decoding and NMS (all in normalised model-input coordinates)
 
 
+def _logit_floor(min_score: float, clip: float) -> Optional[float]:
+    """A raw score below which no candidate can reach ``min_score``; None: score them all.
+
+    The sigmoid is monotonic, so candidates are picked on the raw logits and only those few
+    are scored (clipped, in float64, as before). One unit of margin below the threshold's
+    logit keeps every candidate that rounding could still carry over the threshold."""
+    if not 1e-12 < min_score < 1.0 - 1e-12:
+        return None
+    floor = math.log(min_score) - math.log1p(-min_score) - 1.0
+    return floor if -clip < floor < clip else None
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_transform(options: DecodeOptions) -> tuple[np.ndarray, np.ndarray]:
+    """``(divisors, shifts)`` for a regressor row's (x, y) pairs: box centre, box size, keypoints.
+
+    Each pair is divided by its scale and multiplied by the anchor's size; all but the size
+    then move by the anchor's centre (shift 1, the size's 0)."""
+    pairs = options.num_keypoints + 2
+    divisors = np.tile([options.x_scale, options.y_scale], (pairs, 1)).astype(np.float64)
+    divisors[1] = options.w_scale, options.h_scale
+    shifts = np.ones((pairs, 1))
+    shifts[1] = 0.0
+    divisors.setflags(write=False)
+    shifts.setflags(write=False)
+    return divisors, shifts
+
+
 def decode_detections(regressors: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray,
                       options: DecodeOptions, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Turn raw model outputs into candidate detections above ``min_score``.
@@ -192,31 +221,37 @@ def decode_detections(regressors: np.ndarray, raw_scores: np.ndarray, anchors: n
     Returns ``boxes (M, 4)`` as normalised (xmin, ymin, xmax, ymax), ``keypoints (M, K, 2)`` and
     ``scores (M,)``. The regressors are (x, y, w, h, then K keypoint x, y) in input pixels,
     relative to the anchor centre (MediaPipe's ``reverse_output_order: true`` layout).
+    Few array operations, on the few candidates: this runs once per frame.
     """
     regressors = regressors.reshape(-1, regressors.shape[-1])
+    logits = raw_scores.reshape(-1)
+    clip = options.score_clipping_thresh
+    floor = _logit_floor(min_score, clip)
+    keep = np.arange(logits.size) if floor is None else np.flatnonzero(logits >= floor)
     # float64: exp(100) (the clipping bound) overflows float32.
-    logits = np.clip(raw_scores.reshape(-1).astype(np.float64), -options.score_clipping_thresh,
-                     options.score_clipping_thresh)
-    scores = 1.0 / (1.0 + np.exp(-logits))
-    keep = np.flatnonzero(scores >= min_score)  # decode only the few that can survive
-    raw, anchor, scores = regressors[keep].astype(np.float64), anchors[keep].astype(np.float64), scores[keep]
-    anchor_xy, anchor_wh = anchor[:, None, 0:2], anchor[:, None, 2:4]
-    scale_xy = np.array([options.x_scale, options.y_scale])
-    centre = raw[:, None, 0:2] / scale_xy * anchor_wh + anchor_xy
-    size = raw[:, None, 2:4] / np.array([options.w_scale, options.h_scale]) * anchor_wh
-    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=2)[:, 0, :]
-    n_kp = options.num_keypoints
-    keypoints = raw[:, 4:4 + 2 * n_kp].reshape(-1, n_kp, 2) / scale_xy * anchor_wh + anchor_xy
+    scores = 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(logits[keep].astype(np.float64), -clip), clip)))
+    passed = scores >= min_score
+    keep, scores = keep[passed], scores[passed]
+    divisors, shifts = _pair_transform(options)
+    anchor = anchors[keep].astype(np.float64)
+    pairs = regressors[keep, :2 * len(shifts)].astype(np.float64).reshape(-1, len(shifts), 2)
+    pairs /= divisors
+    pairs *= anchor[:, None, 2:4]
+    pairs += anchor[:, None, 0:2] * shifts
+    centre, half = pairs[:, 0], pairs[:, 1] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # MediaPipe drops inverted boxes
-    return boxes[valid], keypoints[valid], scores[valid]
+    return boxes[valid], pairs[valid, 2:], scores[valid]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (xmin, ymin, xmax, ymax) box with each of ``boxes`` (0 where they do not overlap)."""
-    inter_w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0.0, None)
-    inter_h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0.0, None)
-    inter = inter_w * inter_h
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """IoU of every pair of (xmin, ymin, xmax, ymax) boxes (0 where they do not overlap)."""
+    low = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    high = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    sides = np.maximum(high - low, 0.0)
+    inter = sides[..., 0] * sides[..., 1]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area[:, None] + area[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
@@ -226,26 +261,30 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
 
     Repeatedly takes the best-scoring remaining candidate, gathers every remaining candidate
     whose IoU with it exceeds ``iou_threshold`` (itself included), and replaces the cluster by
-    the score-weighted mean of its boxes and keypoints, keeping the best score. Loops once per
-    output face, not per candidate.
+    the score-weighted mean of its boxes and keypoints, keeping the best score. The IoUs are
+    computed once for all pairs (a few dozen candidates at most); the loop runs once per face.
     """
-    order = np.argsort(-scores, kind="stable")
-    boxes, keypoints, scores = boxes[order], keypoints[order], scores[order]
-    remaining = np.arange(len(scores))
-    out_boxes, out_keypoints, out_scores = [], [], []
-    while remaining.size:
-        best = remaining[0]
-        in_cluster = _iou(boxes[best], boxes[remaining]) > iou_threshold
-        in_cluster[0] = True  # a degenerate (zero-area) best box still forms its own cluster
-        cluster = remaining[in_cluster]
-        weights = scores[cluster] / scores[cluster].sum()
-        out_boxes.append(weights @ boxes[cluster])
-        out_keypoints.append(np.tensordot(weights, keypoints[cluster], axes=1))
-        out_scores.append(scores[best])
-        remaining = remaining[~in_cluster]
-    if not out_scores:
+    count = len(scores)
+    if count == 0:
         return np.zeros((0, 4)), np.zeros((0,) + keypoints.shape[1:]), np.zeros((0,))
-    return np.array(out_boxes), np.array(out_keypoints), np.array(out_scores)
+    order = np.argsort(-scores, kind="stable")
+    scores = scores[order]
+    # Boxes and keypoints side by side, so one product averages both.
+    values = np.concatenate([boxes[order], keypoints[order].reshape(count, -1)], axis=1)
+    overlapping = _iou_matrix(values[:, :4]) > iou_threshold
+    overlapping.flat[:: count + 1] = True  # the diagonal: a degenerate (zero-area) best box still forms its own cluster
+    remaining = np.ones(count, dtype=bool)
+    merged, best_scores = [], []
+    for best in range(count):
+        if not remaining[best]:
+            continue
+        cluster = overlapping[best] & remaining
+        remaining &= ~cluster
+        weights = scores[cluster]
+        merged.append(weights @ values[cluster] / weights.sum())
+        best_scores.append(scores[best])
+    merged = np.array(merged)
+    return merged[:, :4], merged[:, 4:].reshape((len(merged),) + keypoints.shape[1:]), np.array(best_scores)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +499,7 @@ class FaceDetector:
         offset = np.array([pad_x / scale_x, pad_y / scale_y])
         boxes = (boxes.reshape(-1, 2, 2) * to_image - offset).reshape(-1, 4)
         keypoints = keypoints * to_image - offset
-        boxes = np.clip(boxes, 0.0, [width, height, width, height])
+        boxes = np.minimum(np.maximum(boxes, 0.0), [width, height, width, height])
         faces = []
         for box, points, score in zip(boxes, keypoints, scores):
             if box[2] <= box[0] or box[3] <= box[1]:

@@ -36,6 +36,10 @@ class Embedder:
         self._tables = self._input_tables()
         # The usual case: one mean and std for all channels, so one table serves every pixel.
         self._table = self._tables[0] if (self._tables == self._tables[0]).all() else None
+        # A float input with one mean and std: the same float32 arithmetic in place, 3-4x faster
+        # than a lookup (per-channel constants would make numpy loop over 3-value rows).
+        uniform = (self._mean == self._mean[0]).all() and (self._inv_std == self._inv_std[0]).all()
+        self._scalar_norm = (self._mean[0], self._inv_std[0]) if uniform and self._input_dtype == np.float32 else None
 
     def _input_tables(self) -> np.ndarray:
         """``(3, 256)``: the input value of each uint8 level per channel, normalised and (for
@@ -104,6 +108,11 @@ class Embedder:
         if crop.shape != (h, w, 3) or crop.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 crop of shape {(h, w, 3)}, got {crop.shape} {crop.dtype}")
         pixels = crop[..., ::-1] if self.preprocess.color_order == "BGR" else crop
+        if self._scalar_norm is not None:
+            out = pixels.astype(np.float32, order="C")[None]
+            out -= self._scalar_norm[0]
+            out *= self._scalar_norm[1]
+            return out
         if self._table is not None:
             return self._table.take(pixels)[None]  # take: about twice as fast as table[pixels]
         out = np.empty((1, h, w, 3), dtype=self._tables.dtype)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edgeface_runtime._align import (
+    TEMPLATE_WEIGHTS,
     TEMPLATES,
     align_face,
     alignment_matrix,
@@ -142,6 +143,14 @@ def test_align_face_puts_keypoints_on_the_template():
         assert abs(centroid[0] - tx) < 0.5 and abs(centroid[1] - ty) < 0.5, (centroid, (tx, ty))
 
 
+@pytest.mark.parametrize("size", [(112, 112), (112, 96), (64, 64)])
+def test_alignment_matrix_is_the_weighted_fit_to_the_template(size):
+    # The pipeline's cached template and weights give exactly the public least-squares fit.
+    keypoints = np.random.default_rng(1).uniform(20, 200, (6, 2))
+    want = estimate_similarity(keypoints[:4] - 0.5, template_points("arcface", size), TEMPLATE_WEIGHTS["arcface"])
+    np.testing.assert_array_equal(alignment_matrix(keypoints, size), want)
+
+
 def test_align_face_errors_and_none_template():
     image = np.zeros((50, 50, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="BlazeFace order"):
@@ -150,6 +159,8 @@ def test_align_face_errors_and_none_template():
         align_face(image, np.zeros((6, 2)), (112, 112))
     with pytest.raises(ValueError, match="unknown alignment template"):
         align_face(image, np.random.default_rng(0).random((6, 2)) * 50, (112, 112), template="mtcnn")
+    with pytest.raises(ValueError, match="finite"):
+        align_face(image, np.full((6, 2), np.nan), (112, 112))
     out = align_face(image, np.zeros((6, 2)), (64, 48), template="none")
     assert out.shape == (64, 48, 3)
 

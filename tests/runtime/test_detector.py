@@ -143,6 +143,59 @@ def test_decode_offsets_scores_and_filtering():
     assert len(scores) == 2
 
 
+@pytest.mark.parametrize("min_score", [1e-300, 1e-13, 0.01, 0.5, 0.75, 0.999, 1 - 1e-13])
+def test_decode_picks_on_logits_exactly_the_candidates_scoring_would(min_score):
+    # The logit pre-filter must neither lose a candidate nor admit one: compare with scoring all.
+    options = DETECTORS["short"].decode
+    rng = np.random.default_rng(3)
+    anchors = np.column_stack([rng.uniform(0, 1, (200, 2)), np.ones((200, 2))]).astype(np.float32)
+    raw = rng.normal(0, 8, (1, 200, 16)).astype(np.float32)
+    raw[0, :, 2:4] = np.abs(raw[0, :, 2:4]) + 1  # positive sizes: no box dropped as inverted
+    logits = rng.normal(0, 12, (1, 200, 1)).astype(np.float32)
+    logits[0, :5, 0] = [np.log(min_score / (1 - min_score)) if 0 < min_score < 1 else 0, 1e6, -1e6, 36.0, -36.0]
+    _, _, scores = decode_detections(raw, logits, anchors, options, min_score=min_score)
+    clipped = np.clip(logits.reshape(-1).astype(np.float64), -100, 100)
+    everything = 1.0 / (1.0 + np.exp(-clipped))
+    np.testing.assert_array_equal(scores, everything[everything >= min_score])
+
+
+def reference_weighted_nms(boxes, keypoints, scores, iou_threshold):
+    """MediaPipe's WEIGHTED NMS written out candidate by candidate, pairwise IoU included."""
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / union if union > 0 else 0.0
+
+    remaining = sorted(range(len(scores)), key=lambda i: -scores[i])
+    out = []
+    while remaining:
+        best = remaining[0]
+        cluster = [i for i in remaining if i == best or iou(boxes[best], boxes[i]) > iou_threshold]
+        weights = np.array([scores[i] for i in cluster]) / sum(scores[i] for i in cluster)
+        out.append((weights @ boxes[cluster], np.tensordot(weights, keypoints[cluster], axes=1), scores[best]))
+        remaining = [i for i in remaining if i not in cluster]
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_weighted_nms_equals_the_candidate_by_candidate_algorithm(seed):
+    # Chains of overlapping boxes make the order of clustering matter.
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 30))
+    corners = rng.uniform(0, 0.7, (count, 2))
+    boxes = np.hstack([corners, corners + rng.uniform(0.05, 0.3, (count, 2))])
+    keypoints = rng.uniform(0, 1, (count, 6, 2))
+    scores = rng.uniform(0.5, 1.0, count)
+    got_boxes, got_keypoints, got_scores = weighted_nms(boxes, keypoints, scores, iou_threshold=0.3)
+    want = reference_weighted_nms(boxes, keypoints, scores, 0.3)
+    assert len(got_scores) == len(want)
+    for i, (box, points, score) in enumerate(want):
+        np.testing.assert_allclose(got_boxes[i], box, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got_keypoints[i], points, rtol=0, atol=1e-12)
+        assert got_scores[i] == score
+
+
 def test_weighted_nms_merges_clusters_by_score():
     boxes = np.array([
         [0.10, 0.10, 0.50, 0.50],  # A, best

@@ -2,7 +2,7 @@
 
 ``FaceVerifier`` keeps frames as Pillow images (no numpy round trips), swaps BGR in Pillow's
 unpacker, letterboxes large frames with a block-average first step, and normalises crops
-through lookup tables. Each shortcut is checked here against the plain computation.
+through lookup tables or in place. Each shortcut is checked here against the plain computation.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def crop(seed: int = 0, size: int = 48) -> np.ndarray:
 
 
 def reference_input(embedder: Embedder, pixels: np.ndarray) -> np.ndarray:
-    """The model input computed per pixel, as the runtime did before it used tables."""
+    """The model input computed per pixel, the plain way (the runtime looks most inputs up in
+    tables and normalises float ones with a single mean and std in place)."""
     pre = embedder.preprocess
     if pre.color_order == "BGR":
         pixels = pixels[..., ::-1]
@@ -40,7 +41,7 @@ def reference_input(embedder: Embedder, pixels: np.ndarray) -> np.ndarray:
     ("tiny_nometa.tflite", Preprocess(input_size=(48, 48), mean=(0.0, 10.0, 20.0), std=(255.0, 1.0, 2.0),
                                       color_order="BGR")),
 ])
-def test_input_tables_give_exactly_the_per_pixel_arithmetic(fixtures_dir, model, preprocess):
+def test_embedder_input_is_exactly_the_per_pixel_arithmetic(fixtures_dir, model, preprocess):
     with Embedder.from_path(fixtures_dir / model, preprocess=preprocess) as embedder:
         for seed in range(3):
             image = crop(seed)
