@@ -47,6 +47,17 @@ def _crop_record(path: str | os.PathLike, preprocess: Any, detector: str | None)
     return record
 
 
+def _check_flip(flip: str, kind: str) -> str:
+    if flip not in FLIP_MODES:
+        raise ValueError(f"{kind} teacher: flip must be one of {', '.join(FLIP_MODES)}, got {flip!r}")
+    return flip
+
+
+def _flip_record(flip: str) -> dict[str, Any]:
+    """The flip mode as the fingerprint sees it: absent for "none", so earlier caches stay valid."""
+    return {} if flip == "none" else {"flip": flip}
+
+
 def _fingerprint(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
@@ -88,8 +99,12 @@ class Teacher:
 
 def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.ndarray], dim: int,
                       embed: Callable[[np.ndarray], np.ndarray], progress: Progress | None,
-                      chunk: int = 256) -> np.ndarray:
-    """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images."""
+                      chunk: int = 256, flip: str = "none") -> np.ndarray:
+    """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images.
+
+    ``flip="average"`` embeds each crop and its mirror image and keeps the mean."""
+    if flip == "average":
+        embed = _mirror_averaged(embed)
     from edgeface_runtime._errors import ImageDecodeError
 
     def one(path: str):
@@ -110,13 +125,23 @@ def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.
     return out
 
 
+def _mirror_averaged(embed: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    def both(crops: np.ndarray) -> np.ndarray:  # (N, H, W, 3): the width axis mirrors
+        return (embed(crops) + embed(np.ascontiguousarray(crops[:, :, ::-1]))) / 2
+
+    return both
+
+
 class KerasTeacher(Teacher):
     """A ``.keras`` embedding model with edgeface metadata (e.g. one made by ``edgeface train``)."""
 
     kind = "keras"
 
-    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, batch_size: int = 128):
+    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, batch_size: int = 128,
+                 flip: str = "none"):
         from ._modelio import load_model
+
+        self.flip = _check_flip(flip, "keras")
 
         self.model, metadata = load_model(path)
         if metadata is None:
@@ -127,7 +152,8 @@ class KerasTeacher(Teacher):
         self.preprocess = metadata.preprocess
         self.detector = detector
         self.batch_size = batch_size
-        super().__init__(str(path), _crop_record(path, self.preprocess, detector), int(self.model.output_shape[-1]))
+        super().__init__(str(path), {**_crop_record(path, self.preprocess, detector), **_flip_record(flip)},
+                         int(self.model.output_shape[-1]))
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker, embed_crops
@@ -136,7 +162,7 @@ class KerasTeacher(Teacher):
                          detector=self.detector)
         return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
                                  lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
-                                 progress)
+                                 progress, flip=self.flip)
 
 
 class TFLiteTeacher(Teacher):
@@ -144,13 +170,16 @@ class TFLiteTeacher(Teacher):
 
     kind = "tflite"
 
-    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, num_threads: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, detector: str | None = None, num_threads: int | None = None,
+                 flip: str = "none"):
         from edgeface_runtime._embedder import Embedder
 
+        self.flip = _check_flip(flip, "tflite")
         self.embedder = Embedder.from_path(path, num_threads=num_threads)
         self.preprocess = self.embedder.preprocess
         self.detector = detector
-        super().__init__(str(path), _crop_record(path, self.preprocess, detector), self.embedder.embedding_size)
+        super().__init__(str(path), {**_crop_record(path, self.preprocess, detector), **_flip_record(flip)},
+                         self.embedder.embedding_size)
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker
@@ -158,7 +187,7 @@ class TFLiteTeacher(Teacher):
         crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment != "none",
                          detector=self.detector)
         return _embed_with_crops(root, paths, crop, int(self.dim), self.embedder.embed_many,  # type: ignore[arg-type]
-                                 progress)
+                                 progress, flip=self.flip)
 
     def close(self) -> None:
         self.embedder.close()
@@ -232,6 +261,10 @@ def _norm_key(path: str) -> str:
 
 DLIB_ADAPTER_VERSION = 1
 DLIB_BOXES = ("dlib", "blazeface")
+# "average": the teacher's target is the mean of its embeddings of the face and of its mirror image.
+# The student trains on randomly flipped crops; a mirror-symmetric target is right for both flips,
+# where the plain one is the teacher's view of the unflipped face only.
+FLIP_MODES = ("none", "average")
 # dlib's 5-point predictor expects boxes shaped like its HOG detector's. Measured on 120 LFW
 # images: a HOG box is 0.99 BlazeFace widths wide, its centre 0.06 widths higher.
 _BLAZEFACE_TO_HOG = {"scale": 0.99, "dx": -0.02, "dy": -0.06}
@@ -314,8 +347,12 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
         rect = dlib.rectangle(int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
     shape = models.shape_predictor(rgb, rect)
     chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
-    vector = models.recogniser.compute_face_descriptor(chip, int(options["jitter"]))
-    return np.asarray(vector, np.float32), source
+    vector = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
+    if options.get("flip") == "average":  # the mirrored chip: dlib's alignment is left-right symmetric
+        mirror = np.ascontiguousarray(chip[:, ::-1])
+        vector = (vector + np.asarray(models.recogniser.compute_face_descriptor(mirror, int(options["jitter"])),
+                                      np.float32)) / 2
+    return vector, source
 
 
 def _hog_like_rect(dlib, box: Sequence[float]):
@@ -370,7 +407,7 @@ class DlibTeacher(Teacher):
     kind = "dlib"
 
     def __init__(self, *, box: str = "dlib", detector: str | os.PathLike | None = None, upsample: int = 1,
-                 jitter: int = 0, workers: int | None = None):
+                 jitter: int = 0, workers: int | None = None, flip: str = "none"):
         dlib, files = import_dlib()
         if box not in DLIB_BOXES:
             raise ValueError(f"dlib teacher: box must be one of {', '.join(DLIB_BOXES)}, got {box!r}")
@@ -383,11 +420,12 @@ class DlibTeacher(Teacher):
                 raise ValueError(f"dlib teacher: BlazeFace detector file not found: {detector_path!r}")
         if int(upsample) < 0 or int(jitter) < 0:
             raise ValueError(f"dlib teacher: upsample and jitter must be >= 0, got {upsample!r}, {jitter!r}")
-        self.options = {"box": box, "detector": detector_path, "upsample": int(upsample), "jitter": int(jitter)}
+        self.options = {"box": box, "detector": detector_path, "upsample": int(upsample), "jitter": int(jitter),
+                        "flip": _check_flip(flip, "dlib")}
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         record = {"adapter_version": DLIB_ADAPTER_VERSION, "dlib": getattr(dlib, "__version__", "?"),
                   "chip": {"size": 150, "padding": 0.25},
-                  **{k: v for k, v in self.options.items() if k != "detector"},
+                  **{k: v for k, v in self.options.items() if k not in ("detector", "flip")}, **_flip_record(flip),
                   "sha256": {name: _sha256(p) for name, p in files.items()}}
         if detector_path:
             record["detector_sha256"] = _sha256(detector_path)
@@ -503,7 +541,9 @@ def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
     """A teacher from a spec string (see :func:`parse_teacher_spec`) and its options.
 
     Options: ``detector`` (BlazeFace ``.tflite``; for edgeface models trained with alignment
-    and dlib's ``box="blazeface"``), dlib's ``box``, ``upsample``, ``jitter``, ``workers``.
+    and dlib's ``box="blazeface"``), ``flip`` (``"average"``: the mean of the face's and its
+    mirror image's embeddings, a target right for both flips of the student's crop; not for
+    precomputed ``.npz`` embeddings), dlib's ``box``, ``upsample``, ``jitter``, ``workers``.
     """
     if isinstance(spec, Teacher):
         return spec

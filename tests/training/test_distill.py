@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from training_helpers import make_dataset, synthetic_face, tiny_config
 
@@ -137,6 +138,39 @@ def test_cache_recomputes_only_changed_images(setup, tmp_path):
     second = teacher_embeddings(teacher, str(data), paths, cache_dir=tmp_path / "cache")
     assert (second.reused, second.computed) == (5, 1)
     assert np.allclose(second.vectors[1:], first.vectors[1:]) and not np.allclose(second.vectors[0], first.vectors[0])
+
+
+def test_flip_average_teacher_targets_the_mean_of_the_face_and_its_mirror(setup, tmp_path):
+    from edgeface.teachers import load_teacher
+
+    _, data, teacher_file = setup
+    paths = sorted(str(p.relative_to(data)) for p in data.glob("*/*"))[:6]
+    plain = load_teacher(str(teacher_file))
+    averaged = load_teacher(str(teacher_file), flip="average")
+    # The plain teacher's fingerprint is what it was before the option existed (caches stay valid);
+    # the averaged one caches apart.
+    assert "flip" not in plain.record and averaged.record["flip"] == "average"
+    assert averaged.fingerprint != plain.fingerprint
+    mirrored = tmp_path / "mirrored"
+    for p in paths:
+        (mirrored / p).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(data / p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored / p, format="PNG")  # lossless
+    want = (_embed_folder(teacher_file, data, paths) + _embed_folder(teacher_file, mirrored, paths)) / 2
+    got = averaged.embed(str(data), paths)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, plain.embed(str(data), paths), atol=1e-3)  # the synthetic faces are not symmetric
+
+
+def test_flip_must_be_a_known_mode_and_precomputed_embeddings_cannot_flip(setup, tmp_path):
+    from edgeface.teachers import load_teacher, teacher_embeddings
+
+    _, data, teacher_file = setup
+    with pytest.raises(ValueError, match="flip must be one of none, average, got 'mirror'"):
+        load_teacher(str(teacher_file), flip="mirror")
+    paths = sorted(str(p.relative_to(data)) for p in data.glob("*/*"))[:2]
+    found = teacher_embeddings(load_teacher(str(teacher_file)), str(data), paths, cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="does not take option.*flip"):
+        load_teacher(f"npz:{found.cache_file}", flip="average")
 
 
 def test_npz_teacher_round_trip(setup, tmp_path):
@@ -316,11 +350,30 @@ def test_dlib_teacher_embeds_in_process_and_in_workers_alike(tmp_path):
     assert np.all(np.isfinite(a)) and np.linalg.norm(a[0] - a[-1]) > 1e-3  # other people, other vectors
     assert sum(two.box_sources.values()) == 32 and two.box_sources.get("centre", 0) > 0  # no faces here
     assert load_teacher("dlib", upsample=0).fingerprint != one.fingerprint
+    # flip="average": the mean of dlib's descriptors of its chip and of the chip's mirror image.
+    from edgeface._teachers import _dlib_embed_one, _dlib_load
+
+    averaged = load_teacher("dlib", workers=1, flip="average")
+    assert averaged.fingerprint != one.fingerprint and "flip" not in one.record
+    models = _dlib_load(averaged.options)
+    recogniser, chips = models.recogniser, []
+
+    class Recording:
+        def compute_face_descriptor(self, chip, jitter):
+            chips.append(np.array(chip))
+            return recogniser.compute_face_descriptor(chip, jitter)
+
+    models.recogniser = Recording()
+    vector, _ = _dlib_embed_one(models, averaged.options, str(data / paths[0]))
+    assert len(chips) == 2 and np.array_equal(chips[1], chips[0][:, ::-1])
+    halves = [np.asarray(recogniser.compute_face_descriptor(chip, 0), np.float32) for chip in chips]
+    np.testing.assert_allclose(vector, (halves[0] + halves[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(averaged.embed(str(data), paths[:1])[0], vector, atol=1e-5)
 
 
 @dlib_missing
 @pytest.mark.lfw
-def test_dlib_teacher_tells_lfw_people_apart():
+def test_dlib_teacher_tells_lfw_people_apart(tmp_path):
     home = os.environ.get("EDGEFACE_DATA_HOME")
     if not home or not (Path(home) / "lfw" / "pairs.txt").is_file():
         pytest.skip("needs LFW: set EDGEFACE_DATA_HOME to the folder holding lfw/")
@@ -337,3 +390,12 @@ def test_dlib_teacher_tells_lfw_people_apart():
     same = np.array([p.same for p in pairs])
     assert teacher.box_sources.get("dlib", 0) >= len(paths) - 1
     assert scores[same].min() > scores[~same].max() - 0.05 and scores[same].mean() > scores[~same].mean() + 0.1
+    # On real faces the chip's mirror is what dlib makes of the mirrored photo: flip="average" lands
+    # where averaging the photo's and the mirrored photo's embeddings does.
+    for p in paths[:6]:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(lfw / "lfw-deepfunneled" / p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / p, format="PNG")
+    half_way = (emb[:6] + teacher.embed(str(tmp_path), paths[:6])) / 2
+    averaged = load_teacher("dlib", workers=1, flip="average").embed(str(lfw / "lfw-deepfunneled"), paths[:6])
+    cosine = np.sum(averaged * half_way, axis=1) / np.linalg.norm(averaged, axis=1) / np.linalg.norm(half_way, axis=1)
+    assert cosine.min() > 0.995, cosine
