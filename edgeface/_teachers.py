@@ -103,9 +103,10 @@ def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.
     """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images.
 
     ``flip="average"`` embeds each crop and its mirror image and keeps the mean."""
+    from edgeface_runtime._errors import ImageDecodeError
+
     if flip == "average":
         embed = _mirror_averaged(embed)
-    from edgeface_runtime._errors import ImageDecodeError
 
     def one(path: str):
         try:
@@ -142,7 +143,6 @@ class KerasTeacher(Teacher):
         from ._modelio import load_model
 
         self.flip = _check_flip(flip, "keras")
-
         self.model, metadata = load_model(path)
         if metadata is None:
             raise ValueError(
@@ -348,7 +348,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
     shape = models.shape_predictor(rgb, rect)
     chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
     vector = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
-    if options.get("flip") == "average":  # the mirrored chip: dlib's alignment is left-right symmetric
+    if options.get("flip") == "average":  # the chip mirrored: dlib's chip template is left-right symmetric
         mirror = np.ascontiguousarray(chip[:, ::-1])
         vector = (vector + np.asarray(models.recogniser.compute_face_descriptor(mirror, int(options["jitter"])),
                                       np.float32)) / 2
