@@ -176,8 +176,8 @@ def identify_embeddings(
     a precomputed :class:`TemplateGroups`. A person's score is the max over their templates.
     Returns at most ``top_k`` matches, best first; an empty gallery gives no matches.
     """
-    probe = _as_vector(probe, "probe")
-    return identify_many(probe[np.newaxis, :], templates, labels, top_k, threshold, far)[0]
+    probe = _as_vector(probe, "probe")  # checked here, so not again below
+    return _identify(probe[np.newaxis, :], templates, labels, top_k, threshold, far)[0]
 
 
 def identify_many(
@@ -189,14 +189,20 @@ def identify_many(
     far: Optional[float] = None,
 ) -> list[IdentifyResult]:
     """:func:`identify_embeddings` for an (M, D) batch of probes, with one matrix product."""
-    threshold = _check_threshold(threshold)
-    far = _check_far(far)
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     probes = np.asarray(probes)
     if probes.ndim != 2 or probes.shape[0] == 0:
         raise ValueError(f"probes must be an (M, D) array of embeddings with M >= 1, got shape {probes.shape}")
     _check_real(probes, "probe")
+    return _identify(probes, templates, labels, top_k, threshold, far)
+
+
+def _identify(probes: np.ndarray, templates, labels: Labels, top_k: int, threshold: float,
+              far: Optional[float]) -> list[IdentifyResult]:
+    """:func:`identify_many` on probes already checked to be a real (M, D) array."""
+    threshold = _check_threshold(threshold)
+    far = _check_far(far)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
     templates = np.asarray(templates)
     if not np.issubdtype(templates.dtype, np.floating):
         templates = templates.astype(np.float32)
@@ -231,7 +237,10 @@ def identify_many(
     person_scores = scores if n_people == scores.shape[0] else np.maximum.reduceat(scores, groups.starts, axis=0)
 
     k = min(int(top_k), n_people)
-    if k < n_people:
+    if k == 1 and n_people > 1:
+        # The common kiosk question; argmax takes the first of equal scores, as the sort below does.
+        candidates = person_scores.argmax(axis=0)[np.newaxis, :]
+    elif k < n_people:
         candidates = np.argpartition(-person_scores, k - 1, axis=0)[:k]  # (k, M), unordered
         candidates.sort(axis=0)  # so equal scores rank in group order, deterministically
     else:

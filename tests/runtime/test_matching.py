@@ -150,6 +150,22 @@ def test_identify_top_k_order_on_a_constructed_gallery():
     assert result.best == Match("cat", pytest.approx(1.0), True)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_top_1_is_the_head_of_the_longer_ranking_ties_included(seed):
+    # top_k=1 takes its own path (argmax); equal scores still go to the person enrolled first.
+    rng = np.random.default_rng(seed)
+    people = _unit_rows(rng, 40, 16)
+    templates = np.concatenate([people, people[::-1], people[:5]])  # each score reached 2-3 times
+    labels = [f"p{i}" for i in range(40)] + [f"q{i}" for i in range(40)] + [f"r{i}" for i in range(5)]
+    probes = np.concatenate([people[:5], rng.standard_normal((5, 16)).astype(np.float32)])
+    for probe in probes:
+        one = identify_embeddings(probe, templates, labels, 1, 0.5)
+        three = identify_embeddings(probe, templates, labels, 3, 0.5)
+        assert one.matches == three.matches[:1]
+    ties = identify_many(np.stack([people[3], people[3]]), templates, labels, 1, 0.5)
+    assert [r.best.name for r in ties] == ["p3", "p3"]  # q36 and r3 score the same, enrolled later
+
+
 def test_identify_best_is_none_when_top_match_is_below_threshold():
     templates = np.eye(3, dtype=np.float32)
     result = identify_embeddings([1.0, 1.0, 0.0], templates, ["a", "b", "c"], 2, 0.9, far=1e-4)
