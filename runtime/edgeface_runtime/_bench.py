@@ -122,14 +122,28 @@ def _jpegs_in_order(folder: Path) -> Iterator[Path]:
             yield Path(entry.path)
 
 
+def _best_of(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The pass with the lowest median total (timeit's rule: on a shared machine the slower passes
+    measure other processes), with every pass's median total beside it."""
+    timed = [p for p in passes if "total" in p["stages"]]
+    best = dict(min(timed, key=lambda p: p["stages"]["total"]["median_ms"]) if timed else passes[0])
+    best["pass_totals_ms"] = [p["stages"]["total"]["median_ms"] if "total" in p["stages"] else None for p in passes]
+    return best
+
+
 def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detector_path: Any = None,
               count: int = 200, gallery_sizes: Sequence[int] = (1000, 10000), warmup: int = 5,
-              detector_sizes: Sequence[int | None] = (None,)) -> dict[str, Any]:
+              detector_sizes: Sequence[int | None] = (None,), repeat: int = 1) -> dict[str, Any]:
     """Times the pipeline at one thread and at all cores, once per detector input size
-    (None: the model's own); runs are keyed ``"1_thread"`` or ``"1_thread_detector_96"``."""
+    (None: the model's own); runs are keyed ``"1_thread"`` or ``"1_thread_detector_96"``.
+
+    ``repeat`` times each run that many passes over the same images and keeps the fastest pass
+    (by median total), listing every pass's median total in ``pass_totals_ms``."""
     from ._interpreter import select_backend
     from ._pipeline import FaceVerifier
 
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a positive number of passes, got {repeat!r}")
     root = Path(images)
     paths = list(itertools.islice(_jpegs_in_order(root), count + warmup))
     if len(paths) < warmup + 1:
@@ -139,16 +153,18 @@ def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detec
         "device": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                    "cpus": os.cpu_count(), "python": platform.python_version(),
                    "interpreter": f"{backend.name} {backend.version}"},
-        "model": str(model_path), "images": len(paths) - warmup, "runs": {},
+        "model": str(model_path), "images": len(paths) - warmup, "repeat": repeat, "runs": {},
     }
     for threads, size in itertools.product(sorted({1, os.cpu_count() or 1}), detector_sizes):
         with FaceVerifier.from_path(model_path, detector_path=detector_path, num_threads=threads,
                                     detector_input_size=size) as verifier:
             gallery = _synthetic_gallery(1000, verifier.embedder.embedding_size)
             _run_pipeline(verifier, [str(p) for p in paths[:warmup]], "RGB", gallery)
+            jpegs = [str(p) for p in paths[warmup:]]
             result["runs"][f"{threads}_thread" + (f"_detector_{size}" if size else "")] = {
-                "jpeg": _run_pipeline(verifier, [str(p) for p in paths[warmup:]], "RGB", gallery),
-                "frame_640x480": _run_pipeline(verifier, _camera_frames(paths[warmup:]), "BGR", gallery),
+                "jpeg": _best_of([_run_pipeline(verifier, jpegs, "RGB", gallery) for _ in range(repeat)]),
+                "frame_640x480": _best_of([_run_pipeline(verifier, _camera_frames(paths[warmup:]), "BGR", gallery)
+                                           for _ in range(repeat)]),
             }
             dim = verifier.embedder.embedding_size
             result["model_bytes"] = os.path.getsize(model_path)
@@ -169,6 +185,13 @@ def format_bench(result: dict[str, Any]) -> str:
             cells = [f"{x['median_ms']:.2f} / {x['p90_ms']:.2f}" if x else "-" for x in stats]
             lines.append(f"| {run.replace('_', ' ')} | {kind} | " + " | ".join(cells) + " |")
     lines.append("(median / p90 ms per image; match = 1:N against 1,000 people; cpu = the process's CPU time)")
+    repeat = result.get("repeat", 1)
+    if repeat > 1:
+        lines.append(f"(each row: the fastest of {repeat} passes by median total; every pass's median total:)")
+        for run, inputs in result["runs"].items():
+            for kind, data in inputs.items():
+                totals = " ".join("-" if t is None else f"{t:.2f}" for t in data["pass_totals_ms"])
+                lines.append(f"  {run.replace('_', ' ')}, {kind}: {totals}")
     lines.append("")
     for size, stats in result["identify"].items():
         lines.append(f"identify vs {int(size):,} people: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")

@@ -146,7 +146,7 @@ def bench(args: argparse.Namespace) -> int:
 
     result = run_bench(args.model, args.images, detector_path=args.detector, count=args.count,
                        gallery_sizes=[int(s) for s in args.gallery_sizes.split(",") if s],
-                       detector_sizes=args.detector_sizes)
+                       detector_sizes=args.detector_sizes, repeat=args.repeat)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     emit(result, args.as_json, format_bench(result))
@@ -297,6 +297,8 @@ def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.Argument
     p.add_argument("--count", type=int, default=200, help="images timed per input kind (default: 200)")
     p.add_argument("--detector-sizes", type=_detector_sizes, default=[None], metavar="SIZES",
                    help="detector input sizes to time, e.g. 'native,96' (default: native)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="passes per run; each row shows the fastest, all are listed (default: 1)")
     p.add_argument("--gallery-sizes", default="1000,10000",
                    help="comma-separated synthetic gallery sizes for identify (default: 1000,10000)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
