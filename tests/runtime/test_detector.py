@@ -380,7 +380,7 @@ def test_alignment_on_lfw_faces(lfw_short_detections):
 @pytest.mark.parametrize("input_size", [96, 80])
 def test_smaller_short_range_inputs_find_the_same_faces_on_lfw(lfw_paths, lfw_short_detections, input_size):
     # At 96x96 a 250x250 photo is averaged in 3x3 blocks (84x84): the model sees the face at
-    # 37 px instead of 55; at 80 it is averaged and resized to 80x80 (31 px). Measured on the
+    # 37 px instead of 55; at 80 it is averaged and resized to 80x80 (35 px). Measured on the
     # 509: 506 centred at both, as at 128; the farther eye lies 3.0 px (median; p90 5.2) at 96
     # and 3.2 px (p90 5.6) at 80 from where the 128x128 run puts it, with eyes ~45 px apart
     # (64 gives 4.7 / 8.2 px and fails). LFW folds 6-10 verification with the runtime pipeline
