@@ -28,7 +28,8 @@ from edgeface_runtime._metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
-from ._variants import DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target, parse_variants
+from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target,
+                        parse_variants)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def _far_key(far: float) -> str:
 # Each compression step as its apply/strip pair: apply(model, options, steps before) ->
 # (wrapped model, callbacks for the fine-tuning loop); strip(wrapped, steps before) -> model.
 _STEP_PAIRS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["steps"]),
+    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["steps"],
+                                                                 options["prune_block"]),
               lambda model, after: _pruning.strip_pruning(model)),
     "cluster": (lambda model, options, after: _clustering.apply_clustering(model, options["clusters"],
                                                                             preserve_sparsity="prune" in after),
@@ -220,7 +222,8 @@ class _Run:
 def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants: str | Iterable[str] = "all", *,
             calibration: str | os.PathLike, data: str | os.PathLike | _data.FineTuneData | None = None,
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
-            target: str = DEFAULT_TARGET, sparsity: float = 0.5, clusters: int = 16, io: str = "float32",
+            target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int = DEFAULT_PRUNE_BLOCK,
+            clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
             task_weight: float = 0.0, batch_size: int = 32, bias_correction: bool = True,
             keep_tensor_names: bool = False, fars: Sequence[float] = (1e-3,),
@@ -241,6 +244,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
         each variant's thresholds at ``fars`` are calibrated on its own impostor scores.
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
+    prune_block: weights pruned together, consecutive input channels of one output channel (1:
+        each on its own); whole runs of zeros compress better in the file (``_pruning``).
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
         and QAT 500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
@@ -267,6 +272,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
         raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
     if not 0.0 < float(sparsity) < 1.0:
         raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
+    prune_block = _pruning.check_block(prune_block)
     if int(clusters) < 2:
         raise ValueError(f"clusters must be at least 2, got {clusters!r}")
     for far in fars:
@@ -308,7 +314,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
-    options = {"sparsity": float(sparsity), "clusters": int(clusters), "io": io, "target": target_spec.name,
+    options = {"sparsity": float(sparsity), "prune_block": prune_block, "clusters": int(clusters), "io": io,
+               "target": target_spec.name,
                "finetune_steps": None if finetune_steps is None else int(finetune_steps),
                "learning_rate": None if learning_rate is None else float(learning_rate),
                "distill_weight": float(distill_weight), "task_weight": float(task_weight),

@@ -26,6 +26,9 @@ MIN_COSINE = 0.98
 # the embedding on purpose, so they are held to a looser floor that still catches a recipe
 # that wrecked the model (the fidelity gate above still applies to their conversion).
 MIN_SOURCE_COSINE_FINETUNED = 0.90
+# Weights the pruned variants prune together: consecutive input channels of one output channel
+# (1 would prune each weight on its own; see _pruning).
+DEFAULT_PRUNE_BLOCK = 1
 
 
 @dataclass(frozen=True)
@@ -61,14 +64,14 @@ VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
     _v("dynamic", "dynamic-range: int8 weights, float activations", (), "dynamic", ("target",)),
     _v("int8", "full integer, calibrated on face crops", (), "int8", ("io",)),
     _v("pruned-int8", "magnitude pruning (PolynomialDecay) + fine-tuning, then full int8", ("prune",), "int8",
-       ("sparsity", "finetune_steps", "io")),
+       ("sparsity", "prune_block", "finetune_steps", "io")),
     _v("clustered-int8", "weight clustering (k clusters) + fine-tuning, then full int8", ("cluster",), "int8",
        ("clusters", "finetune_steps", "io")),
     _v("qat-int8", "quantization-aware training, then full int8", ("qat",), "int8", ("finetune_steps", "io")),
     _v("pruned-clustered-int8", "pruning, then sparsity-preserving clustering, then full int8",
-       ("prune", "cluster"), "int8", ("sparsity", "clusters", "finetune_steps", "io")),
+       ("prune", "cluster"), "int8", ("sparsity", "prune_block", "clusters", "finetune_steps", "io")),
     _v("pruned-qat-int8", "pruning, then pruning-preserving QAT, then full int8", ("prune", "qat"), "int8",
-       ("sparsity", "finetune_steps", "io")),
+       ("sparsity", "prune_block", "finetune_steps", "io")),
     _v("clustered-qat-int8", "clustering, then cluster-preserving QAT, then full int8", ("cluster", "qat"), "int8",
        ("clusters", "finetune_steps", "io")),
 )}

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import typer
 
-from ._variants import DEFAULT_TARGET, TARGETS, VARIANTS
+from ._variants import DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, TARGETS, VARIANTS
 
 EXIT_BAD_INPUT = 2
 EXIT_SOME_FAILED = 1
@@ -43,6 +43,9 @@ def convert_command(
     pairs_root: Optional[Path] = typer.Option(None, help="Folder holding the pairs' images (default: beside the file)."),
     target: str = typer.Option(DEFAULT_TARGET, help=f"Oldest interpreter the files must load on: {', '.join(TARGETS)}."),
     sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
+    prune_block: int = typer.Option(DEFAULT_PRUNE_BLOCK, help="Pruned variants: weights pruned together, consecutive "
+                                                              "input channels of one output channel (1: each on its "
+                                                              "own). Runs of zeros gzip smaller."),
     clusters: int = typer.Option(16, help="Weight clusters per layer for the clustered variants."),
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
     finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per compression step "
@@ -86,7 +89,8 @@ def convert_command(
         try:
             manifest = convert(model, out, [v.name for v in chosen], calibration=calibration, data=data,
                                calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
-                               sparsity=sparsity, clusters=clusters, io=io, finetune_steps=finetune_steps,
+                               sparsity=sparsity, prune_block=prune_block, clusters=clusters, io=io,
+                               finetune_steps=finetune_steps,
                                learning_rate=learning_rate, task_weight=task_weight,
                                bias_correction=bias_correction, keep_tensor_names=keep_tensor_names,
                                progress=progress,

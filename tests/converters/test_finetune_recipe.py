@@ -95,6 +95,53 @@ def test_pruning_leaves_the_smallest_layers_dense_and_prunes_the_rest():
     assert wrapped == {"prune_low_magnitude_wide", "prune_low_magnitude_out"}
 
 
+def test_block_mask_prunes_the_weakest_runs_of_input_channels_per_output_channel():
+    from edgeface_converters._pruning import block_mask
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(1, 1, 20, 6))  # Keras layout (h, w, in, out); 20 inputs: blocks of 8, 8 and 4
+    mask = block_mask(kernel, 0.5, 8)
+    assert mask.shape == kernel.shape and mask.dtype == bool
+    runs = np.moveaxis(mask[0, 0], 0, 1)  # (out, in)
+    blocks = [runs[:, 0:8], runs[:, 8:16], runs[:, 16:20]]
+    for block in blocks:  # each block is kept or pruned whole
+        assert np.array_equal(block.all(axis=1), block.any(axis=1))
+    kept = np.stack([block[:, 0] for block in blocks], axis=1)  # (out, 3 blocks)
+    assert kept.sum() == 9  # half of the 18 blocks
+    scores = np.stack([np.abs(np.moveaxis(kernel[0, 0], 0, 1)[:, sl]).mean(axis=1)
+                       for sl in (slice(0, 8), slice(8, 16), slice(16, 20))], axis=1)
+    assert scores[kept].min() > scores[~kept].max()  # by mean magnitude, the short block on its own count
+    assert block_mask(kernel, 0.5, 1).sum() == kernel.size // 2  # block 1: each weight on its own
+
+
+def test_block_pruning_keeps_its_masks_through_finetuning_updates():
+    from edgeface._keras import keras
+    from edgeface_converters._pruning import apply_pruning
+
+    inputs = keras.Input((4, 4, 16))
+    model = keras.Model(inputs, keras.layers.Conv2D(32, 1, name="pointwise")(inputs))
+    pruned, callbacks = apply_pruning(model, 0.5, 12, block=4)
+    assert pruned is model and not any(type(layer).__name__ == "PruneLowMagnitude" for layer in pruned.layers)
+    (masks,) = callbacks
+    kernel = model.get_layer("pointwise").kernel
+    for step in range(12):
+        masks.on_train_batch_begin(step)
+        kernel.assign_add(np.full(kernel.shape, 0.01, np.float32))  # an optimizer step moves every weight
+    masks.on_train_end()
+    runs = np.moveaxis(kernel.numpy()[0, 0], 0, 1).reshape(32, 4, 4)  # (out, blocks, 4)
+    zero = (runs == 0).all(axis=-1)
+    assert zero.mean() == 0.5 and np.array_equal((runs == 0).any(axis=-1), zero)
+
+
+def test_prune_block_must_be_a_positive_whole_number():
+    from edgeface_converters._pruning import check_block
+
+    assert check_block(8) == 8
+    for bad in (0, -4, 2.5, "8", True):
+        with pytest.raises(ValueError, match="prune_block must be a whole number"):
+            check_block(bad)
+
+
 def test_each_compression_step_has_its_own_finetuning_defaults_and_explicit_values_win():
     from edgeface_converters._finetune import FineTuneOptions
 
