@@ -28,8 +28,8 @@ from edgeface_runtime._metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
-from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MIN_COSINE, Target, Variant, get_target,
-                        parse_variants)
+from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE, Target,
+                        Variant, get_target, parse_variants)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class _Run:
         self.exports: dict[int, str] = {}
         self.corrections: dict[int, tuple[Any, Any, dict[str, Any]]] = {}  # id(model) -> (model, corrected, summary)
         self.centres: np.ndarray | None = None
+        self._source_auc: float | None = None
 
     def finetune_options(self, step: str) -> _finetune.FineTuneOptions:
         return _finetune.FineTuneOptions.for_step(step, self.options["finetune_steps"], self.options["learning_rate"],
@@ -178,10 +179,8 @@ class _Run:
             problems.append(f"mean cosine {result.fidelity['mean']:.4f} to the Keras model it was converted from "
                             f"(min {result.fidelity['min']:.4f}) is below {self.min_cosine}")
         # Without compression steps the converted model is the source: one check covers both.
-        if variant.steps and result.agreement["mean"] < variant.min_source_cosine:
-            problems.append(f"mean cosine {result.agreement['mean']:.4f} to the source model (min "
-                            f"{result.agreement['min']:.4f}) is below {variant.min_source_cosine} after "
-                            f"{' + '.join(variant.steps)}; fine-tune longer (finetune_steps) or compress less")
+        if variant.steps:
+            problems += source_problems(variant, result)
         if problems:
             result.status, result.reason = "failed", "; ".join(problems)
             return
@@ -196,16 +195,26 @@ class _Run:
         result.file = variant.file_name
         (self.staging / variant.file_name).write_bytes(final)
 
+    def source_pairs_auc(self) -> float:
+        from edgeface_runtime._metrics import roc_auc
+
+        if self._source_auc is None:
+            scores = _pair_scores(_validate.keras_embed(self.source, self.pairs.crops), self.pairs)
+            self._source_auc = float(roc_auc(scores, self.pairs.same))
+        return self._source_auc
+
     def thresholds(self, runner: Any, result: VariantResult) -> tuple[dict[float, float], str]:
-        from edgeface_runtime._metrics import calibrate_threshold
+        from edgeface_runtime._metrics import calibrate_threshold, roc_auc
 
         if self.pairs is None:
             inherited = dict(self.metadata.thresholds)
             result.thresholds = {_far_key(k): v for k, v in inherited.items()}
             return inherited, "source model metadata (not recalibrated: no calibration pairs)" if inherited else "none"
-        emb = _validate.embed(runner, self.pairs.crops)
-        scores = np.sum(emb[self.pairs.index_a] * emb[self.pairs.index_b], axis=1)
+        scores = _pair_scores(_validate.embed(runner, self.pairs.crops), self.pairs)
         same = self.pairs.same
+        if same.any() and (~same).any():
+            result.pairs_auc = {"variant": round(float(roc_auc(scores, same)), 5),
+                                "source": round(self.source_pairs_auc(), 5)}
         out = {}
         for far in self.fars:
             threshold = float(calibrate_threshold(scores[~same], far))
@@ -214,6 +223,28 @@ class _Run:
             if same.any():
                 result.tar[_far_key(far)] = round(float(np.mean(scores[same] >= threshold)), 4)
         return out, f"calibrated with this variant on {self.pairs.source} ({int((~same).sum())} impostor pairs)"
+
+
+def source_problems(variant: Variant, result: VariantResult) -> list[str]:
+    """What a fine-tuned variant lost against the source model (the rule is in ``_variants``):
+    its verification AUC when it was scored on calibration pairs, else its embedding agreement."""
+    after = f"after {' + '.join(variant.steps)}; fine-tune longer (finetune_steps) or compress less"
+    if result.pairs_auc is not None:
+        drop = result.pairs_auc["source"] - result.pairs_auc["variant"]
+        if drop > MAX_AUC_DROP_FINETUNED:
+            return [f"ROC AUC {result.pairs_auc['variant']:.4f} on the calibration pairs is {drop:.4f} below the "
+                    f"source model's {result.pairs_auc['source']:.4f} (at most {MAX_AUC_DROP_FINETUNED} may be lost) "
+                    f"{after}"]
+        return []
+    if result.agreement is not None and result.agreement["mean"] < variant.min_source_cosine:
+        return [f"mean cosine {result.agreement['mean']:.4f} to the source model (min {result.agreement['min']:.4f}) "
+                f"is below {variant.min_source_cosine} {after}, or pass calibration pairs: a variant whose thresholds "
+                f"are recalibrated is held to the source's verification AUC instead"]
+    return []
+
+
+def _pair_scores(embeddings: np.ndarray, pairs: _data.PairSet) -> np.ndarray:
+    return np.sum(embeddings[pairs.index_a] * embeddings[pairs.index_b], axis=1)
 
 
 # --------------------------------------------------------------------------- entry point

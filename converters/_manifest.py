@@ -28,6 +28,7 @@ class VariantResult:
     fidelity: dict[str, float] | None = None  # cosine to the Keras model this file was converted from
     thresholds: dict[str, float] = field(default_factory=dict)  # FAR -> cosine threshold
     tar: dict[str, float] = field(default_factory=dict)  # FAR -> TAR at that threshold (calibration pairs)
+    pairs_auc: dict[str, float] | None = None  # ROC AUC on the calibration pairs: this file's and the source's
     io: dict[str, str] | None = None
     ops: list[str] = field(default_factory=list)
     finetune: list[dict[str, Any]] = field(default_factory=list)  # one entry per compression step

@@ -86,6 +86,8 @@ def test_metadata_and_ops_of_every_file(converted, tiny_model_path):
         assert metadata.extra["variant"] == result.name
         assert metadata.thresholds == {1e-3: result.thresholds["0.001"]}  # calibrated, not the source's 0.5
         assert "calibrated with this variant" in metadata.extra["thresholds_from"]
+        auc = result.pairs_auc  # every variant scored on the pairs; fine-tuned ones gated on it
+        assert 0.5 < auc["variant"] <= 1.0 and auc["source"] - auc["variant"] <= 0.01, (result.name, auc)
         check_ops(strip_metadata(data), "tflite-runtime-2.14")
         assert result.bytes == len(data)
     dynamic_fc = [op for op in manifest["dynamic"].ops if op.startswith("FULLY_CONNECTED/")]

@@ -133,6 +133,26 @@ def test_block_pruning_keeps_its_masks_through_finetuning_updates():
     assert zero.mean() == 0.5 and np.array_equal((runs == 0).any(axis=-1), zero)
 
 
+def test_finetuned_variants_are_held_to_the_source_auc_with_pairs_and_to_its_embedding_without():
+    from edgeface_converters import VARIANTS, VariantResult
+    from edgeface_converters._convert import source_problems
+
+    pruned = VARIANTS["pruned-int8"]
+    moved = {"mean": 0.83, "min": 0.6, "n": 100}  # far from the source's embedding (floor 0.90)
+
+    def result(**fields):
+        return VariantResult("pruned-int8", pruned.technique, agreement=moved, **fields)
+
+    # Thresholds inherited from the source: its embedding must stay close.
+    (problem,) = source_problems(pruned, result())
+    assert "mean cosine 0.8300 to the source model" in problem and "pass calibration pairs" in problem
+    # Thresholds recalibrated on pairs: verification quality is what must hold.
+    assert source_problems(pruned, result(pairs_auc={"variant": 0.9364, "source": 0.9390})) == []
+    (problem,) = source_problems(pruned, result(pairs_auc={"variant": 0.9200, "source": 0.9390}))
+    assert "ROC AUC 0.9200 on the calibration pairs is 0.0190 below the source model's 0.9390" in problem
+    assert source_problems(pruned, VariantResult("pruned-int8", "", agreement={"mean": 0.95, "min": 0.9})) == []
+
+
 def test_prune_block_must_be_a_positive_whole_number():
     from edgeface_converters._pruning import check_block
 
