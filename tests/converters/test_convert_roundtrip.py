@@ -191,7 +191,8 @@ def test_manifest_records_everything(converted, tiny_model_path):
         assert entry["seconds"] > 0 and entry["ops"]
         steps = ec.VARIANTS[entry["name"]].steps
         assert [f["step"] for f in entry["finetune"]] == list(steps)
-    assert on_disk["variants"][4]["options"] == {"sparsity": SPARSITY, "finetune_steps": 60, "io": "float32"}
+    assert on_disk["variants"][4]["options"] == {"sparsity": SPARSITY, "prune_block": 1, "finetune_steps": 60,
+                                                 "io": "float32"}
     table = ec.format_table(manifest)
     assert all(name in table for name in ec.VARIANTS) and "10 ok, 0 failed, 0 skipped" in table
 
