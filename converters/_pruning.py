@@ -126,7 +126,8 @@ class BlockMasks:
             layer.kernel.assign(layer.kernel.numpy() * mask)
 
 
-def apply_pruning(model: Any, target_sparsity: float, steps: int, block: int = DEFAULT_PRUNE_BLOCK) -> tuple[Any, list[Any]]:
+def apply_pruning(model: Any, target_sparsity: float, steps: int,
+                  block: int = DEFAULT_PRUNE_BLOCK) -> tuple[Any, list[Any]]:
     """``(model with prunable layers wrapped, callbacks the fine-tuning loop must drive)``.
 
     ``model`` should be a copy (``_model.copy_model``): the wrappers share its layers' weights.
