@@ -178,7 +178,7 @@ def folder_finetune_data(folder: str | os.PathLike, preprocess: Preprocess, *, b
     if people.num_classes < 2:
         raise ValueError(f"fine-tuning data {str(folder)!r} holds {people.num_classes} person; it needs one "
                          "sub-folder per person, at least 2")
-    crop = CropMaker(people.root, preprocess.input_size, align=preprocess.alignment != "none", detector=detector)
+    crop = CropMaker(people.root, preprocess.input_size, align=preprocess.alignment, detector=detector)
     people, crops = decode_dataset(people, crop)
     # Fine-tuning restores, it does not re-learn: light augmentation only.
     dataset = make_train_dataset(people, batch_size=batch_size, preprocess=preprocess, crops=crops,
@@ -246,7 +246,7 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
     if preprocess.alignment != "none":
         from edgeface.data import CropMaker  # same crops as training and `edgeface evaluate`: detect + align
 
-        maker = CropMaker(str(root), preprocess.input_size, align=True, detector=detector)
+        maker = CropMaker(str(root), preprocess.input_size, align=preprocess.alignment, detector=detector)
         crops, bad = _crop_all(names, maker)
     else:
         crops, bad = load_crops([root / n for n in names], tuple(preprocess.input_size), max_unreadable=1.0,

@@ -160,7 +160,7 @@ def _decode(data_dir: str | Path, metadata: ModelMetadata, config: AdaptConfig):
 
     dataset = scan_folder(data_dir)
     preprocess = metadata.preprocess
-    crop = CropMaker(dataset.root, preprocess.input_size, align=preprocess.alignment != "none",
+    crop = CropMaker(dataset.root, preprocess.input_size, align=preprocess.alignment,
                      detector=config.detector)
     return decode_dataset(dataset, crop, max_unreadable=config.max_unreadable)
 

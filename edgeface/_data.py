@@ -202,12 +202,15 @@ def split_identities(dataset: FaceDataset, val_fraction: float, seed: int) -> tu
 class CropMaker:
     """Path → uint8 RGB crop at ``input_size``: ``center_crop``, or detection + ``align_face``."""
 
-    def __init__(self, root: str, input_size: Sequence[int], *, align: bool = False, detector: Any = None):
-        """``detector``: a runtime ``FaceDetector``, the path of a BlazeFace ``.tflite``, or None
-        for the runtime's default (its download cache, ``$EDGEFACE_CACHE``)."""
+    def __init__(self, root: str, input_size: Sequence[int], *, align: bool | str = False, detector: Any = None):
+        """``align``: False or "none" (centre crops), True ("arcface") or the name of an alignment
+        template (a ``Preprocess.alignment``, e.g. "dlib"). ``detector``: a runtime ``FaceDetector``,
+        the path of a BlazeFace ``.tflite``, or None for the runtime's default (its download cache,
+        ``$EDGEFACE_CACHE``)."""
         self.root = root
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.align = align
+        self.template = "arcface" if align is True else ("none" if align in (False, None, "none") else str(align))
+        self.align = self.template != "none"
         self._detector = detector
         self._lock = threading.Lock()
         self.no_face = 0
@@ -224,7 +227,7 @@ class CropMaker:
             with self._lock:
                 self.no_face += 1
             return center_crop(rgb, self.input_size)
-        return align_face(rgb, face.keypoints, self.input_size)
+        return align_face(rgb, face.keypoints, self.input_size, self.template)
 
     def _largest_face(self, rgb: np.ndarray):
         from edgeface_runtime._detector import FaceDetector, largest_face

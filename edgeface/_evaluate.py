@@ -81,7 +81,7 @@ def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarr
         pairs = [p for p in pairs if p.fold in wanted]
     if not pairs:
         raise ValueError(f"no pairs to evaluate (folds {sorted(wanted) if folds is not None else 'all'})")
-    crop = crop or CropMaker(image_root, preprocess.input_size, align=preprocess.alignment != "none")
+    crop = crop or CropMaker(image_root, preprocess.input_size, align=preprocess.alignment)
     crops, skipped = _decode_pair_images(pairs, image_root, crop, max_unreadable)
     paths = sorted(crops)
     usable, scores, labels, fold_ids = pair_scores(pairs, paths, embed(np.stack([crops[p] for p in paths])))
@@ -146,7 +146,7 @@ def evaluate(
     else:
         metadata, embed, close = _keras_embedder(model_file, batch_size)
     try:
-        crop = CropMaker(str(root), metadata.preprocess.input_size, align=metadata.preprocess.alignment != "none",
+        crop = CropMaker(str(root), metadata.preprocess.input_size, align=metadata.preprocess.alignment,
                          detector=detector)
         report, scores, labels = score_pairs(pairs, str(root), embed, metadata.preprocess, fars=fars,
                                              max_unreadable=max_unreadable, crop=crop)

@@ -147,6 +147,9 @@ def embedding_head(features, embedding_size: int = 128, dropout: float = 0.2, *,
     as the feature map → BatchNorm → Flatten, then as "standard". Average pooling weighs every
     position alike and so forgets where on the face a feature was; the GDC learns one weight
     per position and channel (4,096 for a 4×4×256 map), so the layout survives.
+    ``style="adapter"`` (for a face source, whose "features" are already its embedding (N, d)):
+    Dense(no bias) → L2Normalize, the Dense initialised to the identity when ``embedding_size == d``
+    (else orthogonal), so the untrained model *is* the source model and training only adapts it.
     """
     layers = keras.layers
     if int(embedding_size) < 2:
@@ -155,6 +158,18 @@ def embedding_head(features, embedding_size: int = 128, dropout: float = 0.2, *,
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if style not in EMBEDDING_STYLES:
         raise ValueError(f"unknown embedding head style {style!r}; choose one of {', '.join(EMBEDDING_STYLES)}")
+    if len(features.shape) == 2 and style != "adapter":
+        raise ValueError(f"features of shape {tuple(features.shape)} are already an embedding (a face source): "
+                         "use embedding_style='adapter'")
+    if style == "adapter":
+        if len(features.shape) != 2:
+            raise ValueError(f"embedding_style='adapter' needs an embedding (N, d) from a face source, got "
+                             f"features of shape {tuple(features.shape)}")
+        square = int(features.shape[-1]) == int(embedding_size)
+        init = keras.initializers.Identity() if square else keras.initializers.Orthogonal(seed=0)
+        x = layers.Dropout(dropout, name="embedding_dropout")(features) if dropout > 0 else features
+        x = layers.Dense(embedding_size, use_bias=False, kernel_initializer=init, name="embedding_dense")(x)
+        return L2Normalize(name=EMBEDDING_LAYER)(x)
     if style == "gdc":
         height, width = features.shape[1], features.shape[2]
         if height is None or width is None:

@@ -493,7 +493,7 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
     from ._data import CropMaker, check_unreadable
 
     unique = sorted({p.path_a for p in protocol.pairs} | {p.path_b for p in protocol.pairs})
-    makers = {key: CropMaker(str(protocol.root), key[0], align=key[1] != "none", detector=detector) for key in keys}
+    makers = {key: CropMaker(str(protocol.root), key[0], align=key[1], detector=detector) for key in keys}
     total = len(unique) * len(makers)
     done = 0
     crops: dict[Any, dict[str, np.ndarray]] = {key: {} for key in makers}

@@ -158,7 +158,7 @@ class KerasTeacher(Teacher):
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker, embed_crops
 
-        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment != "none",
+        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
                          detector=self.detector)
         return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
                                  lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
@@ -184,7 +184,7 @@ class TFLiteTeacher(Teacher):
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         from ._data import CropMaker
 
-        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment != "none",
+        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
                          detector=self.detector)
         return _embed_with_crops(root, paths, crop, int(self.dim), self.embedder.embed_many,  # type: ignore[arg-type]
                                  progress, flip=self.flip)

