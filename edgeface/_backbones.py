@@ -492,6 +492,17 @@ def _register_builtins() -> None:
         family="face", min_input_size=112, block_pattern=SFACE_BLOCK_PATTERN, output="embedding",
         find_weights=find_sface_weights, description="SFace face model (OpenCV Zoo, Apache-2.0), 112x112, 128-d",
     )
+    from ._dlib_resnet import (DLIB_BLOCK_PATTERN, DLIB_PREPROCESS, DLIB_RESNET_FILENAME, DLIB_RESNET_LICENSE,
+                               DLIB_RESNET_PROVENANCE, DLIB_RESNET_SHA256, build_dlib_resnet, find_dlib_resnet_weights)
+
+    register_backbone(
+        "dlib_resnet", build_dlib_resnet, DLIB_PREPROCESS.input_size, DLIB_PREPROCESS,
+        (WeightsSource("face", DLIB_RESNET_FILENAME, DLIB_RESNET_SHA256, note=DLIB_RESNET_PROVENANCE,
+                       package="face-recognition-models==0.3.0", license=DLIB_RESNET_LICENSE),),
+        family="face", min_input_size=150, block_pattern=DLIB_BLOCK_PATTERN, output="embedding",
+        find_weights=find_dlib_resnet_weights,
+        description="dlib's face ResNet (Davis King, CC0), 150x150, 128-d",
+    )
     register_backbone(
         "tiny", _tiny, (32, 32), MOBILENET_PREPROCESS, (), family="tiny", min_input_size=8,
         block_pattern=r"^tiny_block(\d+)_", description="three conv blocks, for tests",

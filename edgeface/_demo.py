@@ -150,6 +150,23 @@ def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, peop
     return outcome
 
 
+def _default_model_check(detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any] | None:
+    """The device check with the runtime's bundled model: what a door gets without training anything.
+    None when this runtime installation carries no default model."""
+    from edgeface_runtime._bundled import bundled_path
+
+    model = bundled_path("default-model")
+    if model is None:
+        logger.warning("this edgeface-runtime carries no default model; the demo's device check runs on the trained "
+                       "model only")
+        return None
+    folder = out / "default_model"
+    folder.mkdir(parents=True, exist_ok=True)
+    outcome = _device_check(model, detector, lfw, folder, people)
+    outcome["model"] = str(model)
+    return outcome
+
+
 def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.info,
              download_progress: Callable[[str, int, int | None, str], None] | None = None) -> DemoResult:
     """Run the pipeline; ``progress`` receives one line per stage, ``download_progress`` byte counts."""
@@ -218,6 +235,11 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     device = _device_check(out / "variants" / shipped.file, detector_path, lfw, out, options.people)
     device["variant"] = shipped.name
     seconds["device"] = device["seconds"]
+    default = _default_model_check(detector_path, lfw, out, options.people)
+    if default is not None:
+        progress("      and the same with the default model that ships with edgeface-runtime (SFace, int8)")
+        device["default_model"] = default
+        seconds["device"] += default["seconds"]
 
     artefacts = {"model": trained.model_path, "training card": trained.card_path,
                  "variants": out / "variants", "manifest": out / "variants" / "manifest.json",
@@ -268,15 +290,21 @@ def format_summary(result: DemoResult) -> str:
     d = result.device
     lines = ["", "edgeface demo: done", ""]
     lines += [f"  {name:<18} {path}" for name, path in result.artefacts.items()]
-    lines += ["", f"device check ({d['variant']} model, threshold {d['threshold']:.4f} at FAR {d['far']:g}):",
-              f"  enrolled {len(d['enrolled'])} people (2 photos each): {', '.join(d['enrolled'])}",
-              f"  their other photos accepted: {d['genuine_accepted']}/{d['genuine_total']} "
-              f"(right name: {d['genuine_correct_name']}; right person ranked first, threshold aside: "
-              f"{d['genuine_ranked_first']})",
-              f"  strangers' photos accepted: {d['stranger_accepted']}/{d['stranger_total']}",
-              f"  verify {d['verify_same']['pair'][0]} vs {d['verify_same']['pair'][1]}: "
-              f"{'SAME' if d['verify_same']['same'] else 'DIFFERENT'} ({d['verify_same']['score']:.3f})",
-              f"  verify {d['verify_different']['pair'][0]} vs {d['verify_different']['pair'][1]}: "
-              f"{'SAME' if d['verify_different']['same'] else 'DIFFERENT'} ({d['verify_different']['score']:.3f})",
-              "", "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())]
+    lines += _device_lines(f"the trained {d['variant']} model", d)
+    if d.get("default_model"):
+        lines += _device_lines("the default model bundled with edgeface-runtime", d["default_model"])
+    lines += ["", "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())]
     return "\n".join(lines)
+
+
+def _device_lines(what: str, d: dict[str, Any]) -> list[str]:
+    return ["", f"device check with {what} (threshold {d['threshold']:.4f} at FAR {d['far']:g}):",
+            f"  enrolled {len(d['enrolled'])} people (2 photos each): {', '.join(d['enrolled'])}",
+            f"  their other photos accepted: {d['genuine_accepted']}/{d['genuine_total']} "
+            f"(right name: {d['genuine_correct_name']}; right person ranked first, threshold aside: "
+            f"{d['genuine_ranked_first']})",
+            f"  strangers' photos accepted: {d['stranger_accepted']}/{d['stranger_total']}",
+            f"  verify {d['verify_same']['pair'][0]} vs {d['verify_same']['pair'][1]}: "
+            f"{'SAME' if d['verify_same']['same'] else 'DIFFERENT'} ({d['verify_same']['score']:.3f})",
+            f"  verify {d['verify_different']['pair'][0]} vs {d['verify_different']['pair'][1]}: "
+            f"{'SAME' if d['verify_different']['same'] else 'DIFFERENT'} ({d['verify_different']['score']:.3f})"]

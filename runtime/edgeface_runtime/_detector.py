@@ -408,10 +408,13 @@ class FaceDetector:
     def default(cls, variant: str = "short", *, min_score: Optional[float] = None,
                 num_threads: Optional[int] = 1, interpreter: Optional[str] = None,
                 input_size: Optional[int] = None) -> "FaceDetector":
-        """The official MediaPipe model for ``variant``, from the cache or downloaded (checksum-verified)."""
+        """The official MediaPipe model for ``variant``: bundled with the package, else from the cache
+        or downloaded (checksum-verified)."""
+        from ._bundled import BUNDLED, bundled_path
         from ._download import default_detector_path
 
-        return cls.from_path(default_detector_path(variant), variant, min_score=min_score,
+        bundled = bundled_path(f"detector-{variant}") if f"detector-{variant}" in BUNDLED else None
+        return cls.from_path(bundled or default_detector_path(variant), variant, min_score=min_score,
                              num_threads=num_threads, interpreter=interpreter, input_size=input_size)
 
     @property
@@ -535,16 +538,22 @@ def download_detector(variant: str = "short", *,
 
 
 def resolve_detector_path(path: Union[str, PathLike, None] = None, variant: str = "short") -> Path:
-    """``path`` itself, or with None the official ``variant`` file already in the cache (no download).
+    """``path`` itself, or with None the official ``variant`` file: the copy inside the package
+    (the short-range model ships with edgeface-runtime), else the cache (no download).
 
-    Raises :class:`ModelError` saying how to fetch it when it is not cached.
+    Raises :class:`ModelError` saying how to fetch it when it is neither bundled nor cached.
     """
     if path is not None:
         return Path(path)
     if variant not in DETECTORS:
         raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
+    from ._bundled import BUNDLED, bundled_path
     from ._download import default_cache_dir, find_cached
 
+    if f"detector-{variant}" in BUNDLED:
+        bundled = bundled_path(f"detector-{variant}")
+        if bundled is not None:
+            return bundled
     spec = DETECTORS[variant]
     cached = find_cached(spec.filename, spec.sha256)
     if cached is None:

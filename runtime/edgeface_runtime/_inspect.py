@@ -42,6 +42,29 @@ def describe_model(path: str | os.PathLike, interpreter: str | None = None) -> d
     return info
 
 
+def _provenance_lines(extra: dict[str, Any]) -> list[str]:
+    """Where the model came from and what it was measured to do, as recorded at training time."""
+    lines = []
+    weights = extra.get("weights") or {}
+    if extra.get("backbone"):
+        source = f"  source: {extra['backbone']}"
+        if weights.get("license"):
+            source += f" ({weights['license']}"
+            source += f", sha256 {weights['sha256'][:12]}…)" if weights.get("sha256") else ")"
+        lines.append(source)
+    if weights.get("provenance"):
+        lines.append(f"    {weights['provenance']}")
+    if extra.get("training_data"):
+        lines.append(f"  training data: {extra['training_data']}")
+    for name, result in (extra.get("measured") or {}).items():
+        if isinstance(result, dict) and "accuracy" in result:
+            tar = result.get("tar_at_far_1e-3")
+            lines.append(f"  measured on {name}: accuracy {100 * result['accuracy']:.2f} %"
+                         + (f", TAR {100 * tar:.2f} % at FAR 1e-3" if tar is not None else "")
+                         + (f" ({result['pairs']} pairs)" if result.get("pairs") else ""))
+    return lines
+
+
 def format_description(info: dict[str, Any]) -> str:
     lines = [f"{info['path']}: {info['file_bytes']:,} bytes ({info['model_bytes']:,} model)"]
     meta = info["metadata"]
@@ -56,6 +79,7 @@ def format_description(info: dict[str, Any]) -> str:
                      f"embedding {meta['embedding_size']}-d")
         for t in meta["thresholds"]:
             lines.append(f"  threshold {t['threshold']:.4f} at FAR {t['far']:g}")
+        lines.extend(_provenance_lines(meta.get("extra") or {}))
     for key in ("inputs", "outputs"):
         for t in info.get(key, []):
             lines.append(f"{key[:-1]}: {t['name']} {t['shape']} {t['dtype']}"

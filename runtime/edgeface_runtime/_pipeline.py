@@ -22,13 +22,15 @@ logger = logging.getLogger(__name__)
 class VerifierOptions:
     """Options of :class:`FaceVerifier` (MediaPipe-Tasks style: plain data, validated on use).
 
-    ``detector_path`` None with ``detect=True`` uses the official BlazeFace file from the
-    cache (``edgeface_runtime.download_detector()`` or ``edgeface detect --download`` puts it
-    there; nothing is downloaded implicitly). ``threshold`` overrides the model's calibrated
-    threshold; otherwise the one calibrated at ``far`` (default 1e-3) is used.
+    ``model_path`` None is the default model that ships with the package (SFace, int8; see
+    ``edgeface inspect``). ``detector_path`` None with ``detect=True`` uses the official BlazeFace
+    file that ships with the package (short range), else the cache
+    (``edgeface_runtime.download_detector()`` or ``edgeface download-detector`` puts it there;
+    nothing is downloaded implicitly). ``threshold`` overrides the model's calibrated threshold;
+    otherwise the one calibrated at ``far`` (default 1e-3) is used.
     """
 
-    model_path: str | os.PathLike
+    model_path: str | os.PathLike | None = None
     detector_path: str | os.PathLike | None = None
     detector_variant: str = "short"
     detector_input_size: int | None = None  # None: the model's own (128); 96 is faster, for larger faces
@@ -67,6 +69,10 @@ class FaceVerifier:
 
     def __init__(self, options: VerifierOptions) -> None:
         self.options = options
+        if options.model_path is None:
+            from ._bundled import default_model_path
+
+            options.model_path = default_model_path()
         self.embedder = Embedder.from_path(options.model_path, preprocess=options.preprocess,
                                            num_threads=options.num_threads, interpreter=options.interpreter)
         self.detector = None
@@ -91,7 +97,8 @@ class FaceVerifier:
         self.last_timings_ms: dict[str, float] = {}
 
     @classmethod
-    def from_path(cls, model_path: str | os.PathLike, **options: Any) -> "FaceVerifier":
+    def from_path(cls, model_path: str | os.PathLike | None = None, **options: Any) -> "FaceVerifier":
+        """``model_path`` None: the default model that ships with the package."""
         return cls(VerifierOptions(model_path=model_path, **options))
 
     # -- thresholds ---------------------------------------------------------------------

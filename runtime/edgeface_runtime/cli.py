@@ -199,11 +199,13 @@ def _add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int])
 
 
 def _model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", type=Path, required=True, help="embedding model (.tflite with edgeface metadata)")
+    p.add_argument("--model", "-m", type=Path, default=None,
+                   help="embedding model (.tflite with edgeface metadata; default: the bundled SFace int8 model)")
 
 
 def _detector(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detector", type=Path, help="BlazeFace .tflite (default: the cached official file)")
+    p.add_argument("--detector", type=Path,
+                   help="BlazeFace .tflite (default: the official short-range file bundled with the package)")
 
 
 def _detector_size(p: argparse.ArgumentParser) -> None:

@@ -119,7 +119,7 @@ def test_template_scaling():
     wide = template_points("arcface", (112, 160))
     np.testing.assert_allclose(wide, base + [24.0, 0.0])
     with pytest.raises(ValueError, match="unknown alignment template"):
-        template_points("dlib", (112, 112))
+        template_points("no-such-template", (112, 112))
     with pytest.raises(ValueError, match="height, width"):
         template_points("arcface", (112,))
 
