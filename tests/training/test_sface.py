@@ -28,7 +28,7 @@ def test_sface_is_registered_as_a_face_source_with_its_licence():
     source = spec.weights_sources[0]
     assert source.kind == "face" and source.license == "Apache-2.0" and len(source.sha256) == 64
     pre = backbone_preprocess("sface")
-    assert (pre.color_order, pre.mean, pre.std, pre.alignment) == ("RGB", (127.5,) * 3, (128.0,) * 3, "arcface")
+    assert (pre.color_order, pre.mean, pre.std, pre.alignment) == ("RGB", (127.5,) * 3, (128.0,) * 3, "arcface4")
 
 
 def test_sface_architecture_builds_flat_without_a_file():
