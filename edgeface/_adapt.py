@@ -148,10 +148,11 @@ def _load_source(model_path: str | Path) -> _Source:
     if metadata is None:
         raise ValueError(f"{path} carries no edgeface metadata (edgeface.json), so its preprocessing is unknown; "
                          "adapt a model saved by `edgeface train` (or `edgeface adapt`)")
-    missing = [name for name in HEAD_LAYERS if name not in {layer.name for layer in model.layers}]
-    if missing:
-        raise ValueError(f"{path} has no {' or '.join(missing)} layer: adaptation tunes the standard embedding head "
-                         "(dense + batch-norm) of models made by `edgeface train` (embedding_style 'standard')")
+    # The dense layer is what adaptation tunes; the batch-norm after it is absent from the adapter head
+    # of face-source models (sface, dlib_resnet), whose dense layer starts as the identity.
+    if "embedding_dense" not in {layer.name for layer in model.layers}:
+        raise ValueError(f"{path} has no embedding_dense layer: adaptation tunes the embedding head of models made "
+                         "by `edgeface train`")
     return _Source(path, model, metadata, _sha256(path), model.get_weights())
 
 

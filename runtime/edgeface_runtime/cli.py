@@ -56,6 +56,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _default_model() -> Path:
+    from ._bundled import default_model_path
+
+    return default_model_path()
+
+
 def _verifier(args: argparse.Namespace, gallery: Optional[Path] = None, threshold: Optional[float] = None):
     from ._pipeline import FaceVerifier
 
@@ -135,7 +141,7 @@ def inspect(args: argparse.Namespace) -> int:
     """A model's edgeface metadata, operators and tensors."""
     from ._inspect import describe_model, format_description
 
-    info = describe_model(args.model)
+    info = describe_model(args.model or _default_model())
     emit(info, args.as_json, format_description(info))
     return 0
 
@@ -144,7 +150,7 @@ def bench(args: argparse.Namespace) -> int:
     """Per-stage latency (median, p90) at one thread and all cores, identify cost, peak memory."""
     from ._bench import format_bench, run_bench
 
-    result = run_bench(args.model, args.images, detector_path=args.detector, count=args.count,
+    result = run_bench(args.model or _default_model(), args.images, detector_path=args.detector, count=args.count,
                        gallery_sizes=[int(s) for s in args.gallery_sizes.split(",") if s],
                        detector_sizes=args.detector_sizes, repeat=args.repeat)
     if args.out:
@@ -289,7 +295,7 @@ def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.Argument
     _variant(p)
 
     p = _add_command(sub, "inspect", inspect)
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, nargs="?", help="the .tflite to describe (default: the bundled default model)")
     _json(p)
 
     p = _add_command(sub, "bench", bench)

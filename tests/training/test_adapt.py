@@ -232,3 +232,24 @@ def test_held_out_pairs_flags_shared_folds_and_passes_other_warnings_on(monkeypa
     with pytest.warns(RuntimeWarning, match="unrelated"):
         _, info = _held_out_pairs(_HeldPeople([5] * 40), 40, seed=0)
     assert not info["folds_share_people"]
+
+
+def test_a_face_source_model_with_the_adapter_head_can_be_adapted(target, tmp_path):
+    """Models trained from sface/dlib_resnet have an identity-initialised dense layer and no batch-norm after it."""
+    from edgeface._heads import build_face_models
+    from edgeface._keras import keras
+    from edgeface.adaptation import adapt
+    from edgeface.training import load_model, save_model
+    from edgeface_runtime import ModelMetadata, Preprocess
+
+    image = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, name="src_conv")(image)
+    x = keras.layers.GlobalAveragePooling2D(name="src_pool")(x)
+    source_embedding = keras.layers.Dense(16, name="src_fc")(x)  # stands in for a face source's own embedding
+    models = build_face_models(image, source_embedding, num_classes=4, embedding_size=16, style="adapter", dropout=0.0)
+    path = save_model(models.embedding, tmp_path / "source" / "model.keras",
+                      ModelMetadata(preprocess=Preprocess(input_size=(32, 32), alignment="none"), embedding_size=16))
+    result = adapt(path, target, tmp_path / "adapted", unfreeze=0, **SHORT)
+    model, _ = load_model(result.model_path)
+    assert result.card["result"]["trainable_layers"] == ["embedding_dense"]
+    assert not np.allclose(_weights(model, "embedding_dense")[0], np.eye(16))

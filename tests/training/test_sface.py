@@ -131,3 +131,33 @@ def test_sface_rebuild_matches_onnxruntime_on_real_faces(lfw_dir):
     got = model.predict((crops - mean) / std, verbose=0)
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosine.min() >= 0.99, cosine
+
+
+def test_unfreezing_one_block_of_sface_trains_its_last_block_and_fc_with_batchnorm_frozen():
+    from edgeface._backbones import build_backbone
+    from edgeface._train import TrainConfig, _set_trainable
+
+    backbone = build_backbone("sface", weights=None, input_size=(112, 112))
+    config = TrainConfig.from_dict({"backbone": "sface", "dataset": "lfw"})  # unfreeze=1, freeze_bn: the defaults
+    assert _set_trainable(backbone, "frozen", config) == 0
+    _set_trainable(backbone, "finetune", config)
+    trainable = sorted(layer.name for layer in backbone.model.layers if layer.trainable and layer.weights)
+    assert trainable == ["sface_conv_14_conv", "sface_conv_14_dw_conv", "sface_conv_14_dw_prelu",
+                         "sface_conv_14_prelu", "sface_fc"]
+
+
+@pytest.mark.slow
+def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
+    from training_helpers import make_dataset, tiny_config
+
+    from edgeface._modelio import load_model
+    from edgeface.training import train
+
+    data = make_dataset(tmp_path / "faces", identities=4, per_identity=3, size=112)
+    result = train(tiny_config(data, tmp_path / "run", backbone="sface", input_size=(112, 112), embedding_size=128,
+                               epochs_frozen=1, epochs=1, steps_per_epoch=1, batch_size=4, align=False,
+                               embedding_style="adapter", val_fraction=0.0))
+    model, metadata = load_model(result.model_path)
+    assert model.output_shape == (None, 128)
+    assert metadata.extra["backbone"] == "sface" and "on top of the source model's own" in metadata.extra["training_data"]
+    assert [row["stage"] for row in result.history] == ["frozen", "finetune"]
