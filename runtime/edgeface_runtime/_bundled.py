@@ -19,7 +19,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 # accuracy are in its own metadata (`edgeface inspect` shows them) and in models/NOTICE.md.
 DEFAULT_MODEL = "edgeface_sface_int8.tflite"
 BUNDLED: dict[str, tuple[str, str]] = {
-    "default-model": (DEFAULT_MODEL, "ac8ad6fd8d8d9e8f3d5d1b3b1c3b4f87e3ab0f4a38a4f7f6e29d7dfc21f5e20a"),
+    "default-model": (DEFAULT_MODEL, "69178007b56b0b5bcd3c6f10f219ad2bbaa059fb91941121100796fd23a74ec5"),
     "detector-short": ("face_detection_short_range.tflite",
                        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"),
 }
