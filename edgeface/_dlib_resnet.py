@@ -24,7 +24,6 @@ The output is dlib's raw 128-d descriptor (not unit-norm; it is normalised downs
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -63,22 +62,10 @@ _BN_EPSILON = 1e-3
 
 def find_dlib_resnet_weights(path: str | os.PathLike | None = None) -> str:
     """The dlib ResNet ``.dat`` file: ``path`` if given, else the installed face-recognition-models one."""
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ValueError(f"dlib ResNet weights: {os.fspath(path)!r} does not exist; pass the path of "
-                             f"{DLIB_RESNET_FILENAME} or install the package that carries it: {SOURCES_PIP}")
-        return os.fspath(path)
-    # Found, not imported: face_recognition_models' __init__ needs pkg_resources, which new setuptools lack.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the dlib ResNet source model comes from the face-recognition-models package; "
-                          f"install it with: {SOURCES_PIP}")
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / "models" / DLIB_RESNET_FILENAME
-        if candidate.is_file():
-            return str(candidate)
-    raise ImportError(f"the installed face-recognition-models package has no models/{DLIB_RESNET_FILENAME}; "
-                      f"reinstall it with: {SOURCES_PIP}")
+    from ._package_files import find_package_file
+
+    return find_package_file("face_recognition_models", f"models/{DLIB_RESNET_FILENAME}",
+                             what="dlib ResNet weights", pip=SOURCES_PIP, path=path)
 
 
 # --------------------------------------------------------------------------- dlib's serialization

