@@ -150,7 +150,8 @@ def test_default_detector_comes_from_the_cache_without_network(tmp_path, monkeyp
 
     configured = os.environ.get("EDGEFACE_MODELS_DIR")
     models = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared" / "models"
-    source = models / DETECTORS["short"].filename
+    # The full-range model: the short-range one ships inside the package, which wins over the cache.
+    source = models / DETECTORS["full"].filename
     if not source.is_file():
         pytest.skip(f"detector model {source} not found; set EDGEFACE_MODELS_DIR")
     cache = tmp_path / "cache"
@@ -162,11 +163,11 @@ def test_default_detector_comes_from_the_cache_without_network(tmp_path, monkeyp
         raise AssertionError("the network was used although the cache held the file")
 
     monkeypatch.setattr(_download.urllib.request, "urlopen", no_network)
-    assert default_detector_path("short") == cache / source.name
-    assert download_detector("short") == cache / source.name
-    assert resolve_detector_path(None, "short") == cache / source.name
-    with FaceDetector.default("short") as detector:
-        assert detector.variant == "short"
+    assert default_detector_path("full") == cache / source.name
+    assert download_detector("full") == cache / source.name
+    assert resolve_detector_path(None, "full") == cache / source.name
+    with FaceDetector.default("full") as detector:
+        assert detector.variant == "full"
         assert detector.detect(np.zeros((32, 32, 3), dtype=np.uint8)) == []
 
 
