@@ -237,7 +237,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     seconds["device"] = device["seconds"]
     default = _default_model_check(detector_path, lfw, out, options.people)
     if default is not None:
-        progress("      and the same with the default model that ships with edgeface-runtime (SFace, int8)")
+        progress("      and the same with the default model that ships with edgeface-runtime (SFace)")
         device["default_model"] = default
         seconds["device"] += default["seconds"]
 

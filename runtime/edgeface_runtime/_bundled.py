@@ -17,9 +17,9 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 # name → (file in MODELS_DIR, sha256). The embedding model's provenance, licence and measured
 # accuracy are in its own metadata (`edgeface inspect` shows them) and in models/NOTICE.md.
-DEFAULT_MODEL = "edgeface_sface_int8.tflite"
+DEFAULT_MODEL = "edgeface_sface.tflite"
 BUNDLED: dict[str, tuple[str, str]] = {
-    "default-model": (DEFAULT_MODEL, "69178007b56b0b5bcd3c6f10f219ad2bbaa059fb91941121100796fd23a74ec5"),
+    "default-model": (DEFAULT_MODEL, "3f3e12a78127ea790b379a3e94b1d0bfc66547ed86cc30f9c31bc253ca3d71ea"),
     "detector-short": ("face_detection_short_range.tflite",
                        "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"),
 }

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 class VerifierOptions:
     """Options of :class:`FaceVerifier` (MediaPipe-Tasks style: plain data, validated on use).
 
-    ``model_path`` None is the default model that ships with the package (SFace, int8; see
+    ``model_path`` None is the default model that ships with the package (SFace, 8-bit weights; see
     ``edgeface inspect``). ``detector_path`` None with ``detect=True`` uses the official BlazeFace
     file that ships with the package (short range), else the cache
     (``edgeface_runtime.download_detector()`` or ``edgeface download-detector`` puts it there;

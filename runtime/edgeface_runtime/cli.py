@@ -206,7 +206,7 @@ def _add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int])
 
 def _model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", type=Path, default=None,
-                   help="embedding model (.tflite with edgeface metadata; default: the bundled SFace int8 model)")
+                   help="embedding model (.tflite with edgeface metadata; default: the bundled SFace model)")
 
 
 def _detector(p: argparse.ArgumentParser) -> None:

@@ -57,7 +57,7 @@ def test_a_package_without_the_default_model_says_what_to_pass(tmp_path, monkeyp
 def test_inspect_without_a_path_describes_the_default_model_and_its_provenance(edgeface, empty_cache):
     code, out, _ = edgeface("inspect")
     assert code == 0
-    assert "edgeface_sface_int8.tflite" in out and "alignment arcface4" in out
+    assert "edgeface_sface.tflite" in out and "alignment arcface4" in out
     assert "source: sface (Apache-2.0" in out and "measured on LFW 10 folds: accuracy" in out
 
 
