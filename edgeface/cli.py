@@ -80,7 +80,9 @@ def _setup_logging(verbose: bool) -> None:
 def train_command(
     config: Optional[Path] = typer.Argument(None, help="TOML file of training options (flags override it)."),
     backbone: Optional[str] = typer.Option(None, help="Backbone name (see `edgeface train --list-backbones`)."),
-    weights: Optional[str] = typer.Option(None, help="'imagenet', 'none', or a Keras .h5 weights file."),
+    weights: Optional[str] = typer.Option(
+        None, help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
+                   "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file)."),
     data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per person (with --lfw: the LFW folder)."),
     lfw: bool = typer.Option(False, "--lfw", help="Train on LFW people outside pairs.txt folds 6-10; evaluate on folds 6-10."),
     input_size: Optional[str] = typer.Option(None, help="Input size: N or HxW."),
