@@ -367,14 +367,14 @@ class EnsembleTeacher(Teacher):
             raise ValueError(f"the ensemble centres each member over the images embedded together, and only "
                              f"{int(ok.sum())} of {n} image(s) were embedded by every member; embed the whole "
                              "training set in one call")
+        from ._distill import distill_targets  # the centring a single teacher gets (center_teacher)
+
         total = np.zeros((int(ok.sum()), dim), np.float64)
         for k, block in enumerate(blocks):
-            unit = _unit(np.asarray(block, np.float64)[ok])
-            centred = unit - unit.mean(axis=0)
-            if np.any(np.linalg.norm(centred, axis=1) < 1e-6):
-                raise ValueError(f"ensemble member {self.members[k].kind!r} embeds an image at its mean over the "
-                                 "embedded images (do all images embed alike?); check that teacher")
-            total += _unit(centred)
+            try:
+                total += distill_targets(np.asarray(block)[ok])[0]
+            except ValueError as exc:
+                raise ValueError(f"ensemble member {self.members[k].kind!r}: {exc}") from None
         out[ok] = _unit(total / len(blocks)).astype(np.float32)
         return out
 

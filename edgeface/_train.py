@@ -150,13 +150,7 @@ class TrainConfig:
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {self.recipe!r}; {_closest(self.recipe, RECIPES)}")
-            defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                        for f in dataclasses.fields(self)
-                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-            for key, value in RECIPES[self.recipe].items():
-                unset = key not in given if given is not None else _same(getattr(self, key), defaults.get(key))
-                if unset:
-                    setattr(self, key, value)
+            self._fill_unset(RECIPES[self.recipe], given)
         self._apply_face_source_defaults(given)
         self.input_size = _size(self.input_size)
         if isinstance(self.weights, str) and self.weights.lower() in ("none", ""):
@@ -166,6 +160,16 @@ class TrainConfig:
         if isinstance(self.teacher, str) and self.teacher.strip().lower() in ("", "none"):
             self.teacher = None
 
+    def _fill_unset(self, values: Mapping[str, Any], given: Sequence[str] | None) -> None:
+        """Set each of ``values`` the caller did not set: not in ``given`` or, without it, still at its default."""
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)
+                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        for key, value in values.items():
+            unset = key not in given if given is not None else _same(getattr(self, key), defaults.get(key))
+            if unset:
+                setattr(self, key, value)
+
     def _apply_face_source_defaults(self, given: Sequence[str] | None) -> None:
         from ._backbones import get_backbone_spec
 
@@ -173,17 +177,10 @@ class TrainConfig:
             spec = get_backbone_spec(self.backbone)
         except ValueError:
             return  # validate() names the unknown backbone
-        if not spec.is_face_source:
-            return
-        recipe = RECIPES.get(self.recipe or "", {})
-        fixed = {"input_size": spec.default_input_size, **FACE_SOURCE_DEFAULTS}
-        for key, value in fixed.items():
-            if key in recipe:
-                continue
-            field_default = next(f for f in dataclasses.fields(self) if f.name == key).default
-            unset = key not in given if given is not None else _same(getattr(self, key), field_default)
-            if unset:
-                setattr(self, key, value)
+        if spec.is_face_source:
+            recipe = RECIPES.get(self.recipe or "", {})  # a recipe's values win over these defaults
+            values = {"input_size": spec.default_input_size, **FACE_SOURCE_DEFAULTS}
+            self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
 
     @property
     def distilling(self) -> bool:

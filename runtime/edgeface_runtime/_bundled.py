@@ -45,6 +45,12 @@ def bundled_path(name: str) -> Optional[Path]:
     return path
 
 
+def bundled_detector(variant: str) -> Optional[Path]:
+    """The verified bundled BlazeFace file for ``variant``, or None (only "short" ships)."""
+    name = f"detector-{variant}"
+    return bundled_path(name) if name in BUNDLED else None
+
+
 def default_model_path() -> Path:
     """The default embedding model that ships with the package (see ``models/NOTICE.md``)."""
     path = bundled_path("default-model")

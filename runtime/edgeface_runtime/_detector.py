@@ -410,11 +410,10 @@ class FaceDetector:
                 input_size: Optional[int] = None) -> "FaceDetector":
         """The official MediaPipe model for ``variant``: bundled with the package, else from the cache
         or downloaded (checksum-verified)."""
-        from ._bundled import BUNDLED, bundled_path
+        from ._bundled import bundled_detector
         from ._download import default_detector_path
 
-        bundled = bundled_path(f"detector-{variant}") if f"detector-{variant}" in BUNDLED else None
-        return cls.from_path(bundled or default_detector_path(variant), variant, min_score=min_score,
+        return cls.from_path(bundled_detector(variant) or default_detector_path(variant), variant, min_score=min_score,
                              num_threads=num_threads, interpreter=interpreter, input_size=input_size)
 
     @property
@@ -547,13 +546,12 @@ def resolve_detector_path(path: Union[str, PathLike, None] = None, variant: str 
         return Path(path)
     if variant not in DETECTORS:
         raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
-    from ._bundled import BUNDLED, bundled_path
+    from ._bundled import bundled_detector
     from ._download import default_cache_dir, find_cached
 
-    if f"detector-{variant}" in BUNDLED:
-        bundled = bundled_path(f"detector-{variant}")
-        if bundled is not None:
-            return bundled
+    bundled = bundled_detector(variant)
+    if bundled is not None:
+        return bundled
     spec = DETECTORS[variant]
     cached = find_cached(spec.filename, spec.sha256)
     if cached is None:
