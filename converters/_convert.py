@@ -28,8 +28,8 @@ from edgeface_runtime._metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
-from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE, Target,
-                        Variant, get_target, parse_variants)
+from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE, VARIANTS,
+                        Target, Variant, get_target, parse_variants)
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,8 @@ class _Run:
         result = VariantResult(variant.name, variant.technique, options=options)
         if variant.needs_data and self.data is None:
             result.status = "skipped"
-            result.reason = ("needs fine-tuning data for " + " + ".join(variant.steps) + ": pass data=DIR "
-                             "(--data DIR, one sub-folder of face images per person)")
+            result.reason = ("task_weight > 0 needs labelled fine-tuning data for " + " + ".join(variant.steps) +
+                             ": pass data=DIR (--data DIR, one sub-folder of face images per person)")
             return result
         if variant.steps and self.flat is None:
             result.status, result.reason = "failed", self.flat_error
@@ -250,9 +250,12 @@ def _pair_scores(embeddings: np.ndarray, pairs: _data.PairSet) -> np.ndarray:
 # --------------------------------------------------------------------------- entry point
 
 
-def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants: str | Iterable[str] = "all", *,
-            calibration: str | os.PathLike, data: str | os.PathLike | _data.FineTuneData | None = None,
+def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+            variants: str | Iterable[str] = "auto", *,
+            calibration: str | os.PathLike | _data.CalibrationSet | None = None,
+            data: str | os.PathLike | _data.FineTuneData | None = None,
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
+            pairs_folds: Sequence[int] | None = None, use_card: bool = True,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int = DEFAULT_PRUNE_BLOCK,
             clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
@@ -264,15 +267,23 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     """Convert ``model_path`` into ``variants`` under ``out_dir`` and return the manifest written there.
 
     model_path: an edgeface ``model.keras`` (tf-keras, ending in L2Normalize, metadata inside;
-        ``metadata=`` supplies it for a plain Keras file).
-    variants: ``"all"``, ``"int8,float16"`` or a list of names from ``VARIANTS``.
-    calibration: folder of face crops; 1 in 5 is held out for the agreement check, the rest
-        calibrate int8. ``face_detector``: "auto" checks a sample for faces with the cached
-        BlazeFace model (never downloads), None skips the check, or pass a FaceDetector.
-    data: fine-tuning data for the pruned/clustered/QAT variants: a folder with one sub-folder
-        per person, or a :class:`FineTuneData`. Without it those variants are skipped.
-    calibration_pairs: LFW-format pairs file (images under ``pairs_root``, default beside it):
-        each variant's thresholds at ``fars`` are calibrated on its own impostor scores.
+        ``metadata=`` supplies it for a plain Keras file). Every input left None comes from the
+        training card beside it (``use_card``; :mod:`edgeface._records`): the faces it trained on.
+    out_dir: default ``variants/`` beside the model.
+    variants: ``"auto"`` (the post-training variants, plus pruned-int8 when fine-tuning data is at
+        hand; the rest are listed as skipped, with why), ``"all"``, ``"int8,float16"`` or a list of
+        names from ``VARIANTS``.
+    calibration: folder of face crops (or a ``CalibrationSet``); default: up to
+        ``max_calibration_images`` of the training images, cropped as training cropped them. 1 in 5
+        is held out for the agreement check, the rest calibrate int8. ``face_detector``: "auto"
+        (the detector the card names, else the runtime's), None skips the face check, or a FaceDetector.
+    data: fine-tuning data for the pruned/clustered/QAT variants: a folder with one sub-folder per
+        person, or a :class:`FineTuneData`; default: the training card's people. Fine-tuning
+        distils the source model (no labels are read when ``task_weight`` is 0), on these images
+        mixed with the calibration crops, or on the calibration crops alone when there is no data.
+    calibration_pairs: LFW-format pairs file (images under ``pairs_root``, default beside it;
+        ``pairs_folds``: only those folds): each variant's thresholds at ``fars`` are calibrated on
+        its own impostor scores. Default: LFW folds 6-10 for a model the card says trained on LFW.
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
     prune_block: weights pruned together, consecutive input channels of one output channel (1:
@@ -293,11 +304,13 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     progress: called with ("start" | "ok" | "failed" | "skipped", variant name).
 
     Raises ValueError (before building anything) for a bad model, options, calibration folder,
-    pairs file or fine-tuning data. A variant that fails to build or to pass a check is
-    recorded as failed in the manifest, not raised.
+    pairs file or fine-tuning data, and when an input is neither given nor recorded (naming the
+    flag to add). A variant that fails to build or to pass a check is recorded as failed in the
+    manifest, not raised.
     """
     started = time.perf_counter()
-    chosen = parse_variants(variants)
+    auto = isinstance(variants, str) and variants == "auto"
+    chosen = [] if auto else parse_variants(variants)
     target_spec = get_target(target)
     if io not in IO_TYPES:
         raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
@@ -312,9 +325,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
     for step in _finetune.STEP_DEFAULTS:  # validates them early
         _finetune.FineTuneOptions.for_step(step, finetune_steps, learning_rate, distill_weight=distill_weight,
                                            task_weight=task_weight)
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "variants"
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out_dir)!r} is a file; give a folder for the .tflite files and manifest.json")
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder for the .tflite files and manifest.json")
 
     source, meta = _model.load_source(model_path, metadata)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
@@ -322,22 +335,73 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
 
         keras.utils.set_random_seed(int(seed))
     input_size = _model.input_size(source, meta)
-    detector = _detector(face_detector)
-    calib = _data.load_calibration(calibration, meta.preprocess, max_images=max_calibration_images,
-                                   face_detector=detector)
-    pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=pairs_root,
-                             detector=detector) if calibration_pairs else None
-    needs_data = [v.name for v in chosen if v.needs_data]
+    inputs: dict[str, str] = {}
+    recorded = _recorded(model_path) if use_card and (calibration is None or data is None
+                                                      or calibration_pairs is None) else None
+    if recorded is not None:
+        for note in recorded.notes:
+            logger.warning("%s", note)
+    detector = _detector(face_detector, recorded.detector if recorded is not None else None)
+    if isinstance(calibration, _data.CalibrationSet):
+        calib, inputs["calibration"] = calibration, f"given ({calibration.source})"
+    elif calibration is not None:
+        calib = _data.load_calibration(calibration, meta.preprocess, max_images=max_calibration_images,
+                                       face_detector=detector)
+        inputs["calibration"] = f"--calibration {calibration}"
+    elif recorded is not None:
+        calib = _data.calibration_from_dataset(recorded.dataset, meta.preprocess, max_images=max_calibration_images,
+                                               detector=detector)
+        inputs["calibration"] = f"{calib.source} (training card {recorded.card})"
+    else:
+        raise ValueError(f"no calibration faces for {model_path}: there is no training card beside it to say what it "
+                         "trained on; pass --calibration DIR (a few hundred face crops like the device will see)")
+    pairs = None
+    if calibration_pairs is not None:
+        pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=pairs_root, detector=detector,
+                                 folds=pairs_folds)
+        inputs["pairs"] = f"--calibration-pairs {calibration_pairs}"
+    elif recorded is not None and recorded.protocol is not None:
+        protocol = recorded.protocol
+        pairs = _data.load_pairs(protocol.pairs, meta.preprocess, image_root=protocol.images, detector=detector,
+                                 folds=protocol.folds)
+        inputs["pairs"] = protocol.describe()
+    else:
+        inputs["pairs"] = "none: thresholds are the source model's (pass --calibration-pairs to recalibrate)"
+
+    labelled: _data.FineTuneData | None = None
+    labelled_origin = ""
+    if isinstance(data, _data.FineTuneData):
+        labelled, labelled_origin = data, "given"
+    elif data is not None:
+        labelled_origin = f"--data {data}"
+    elif recorded is not None:
+        labelled_origin = f"the training people of {recorded.dataset.root} (training card {recorded.card})"
+    unrequested: list[Variant] = []
+    if auto:
+        chosen = default_variants(has_data=bool(labelled_origin))
+        unrequested = [v for v in VARIANTS.values() if v not in chosen]
+    fine_tuned = [v.name for v in chosen if v.needs_data]
     finetune_data = None
-    if needs_data and data is not None:
-        finetune_data = data if isinstance(data, _data.FineTuneData) else \
-            _data.folder_finetune_data(data, meta.preprocess, batch_size=batch_size, detector=detector)
-        _data.check_finetune_data(finetune_data, input_size)
-    elif needs_data:
-        logger.warning("no fine-tuning data: skipping %s (pass data=DIR, one sub-folder per person)",
-                       ", ".join(needs_data))
+    if fine_tuned:
+        if labelled is None and data is not None:
+            labelled = _data.folder_finetune_data(data, meta.preprocess, batch_size=batch_size, detector=detector)
+        elif labelled is None and recorded is not None:
+            labelled = _data.dataset_finetune_data(recorded.dataset, meta.preprocess, batch_size=batch_size,
+                                                   detector=detector)
+        if labelled is not None:
+            _data.check_finetune_data(labelled, input_size)
+        if float(task_weight) == 0.0:  # distillation reads no labels: the calibration crops join in
+            finetune_data = _finetune.distillation_data(labelled, calib.representative, batch_size=batch_size,
+                                                        seed=0 if seed is None else int(seed))
+            inputs["fine-tuning"] = (f"{labelled_origin} mixed with the calibration crops" if labelled is not None
+                                     else "the calibration crops (distillation needs no labels)")
+        elif labelled is not None:
+            finetune_data, inputs["fine-tuning"] = labelled, labelled_origin
+        else:
+            logger.warning("task_weight > 0 needs labelled fine-tuning data: skipping %s (pass data=DIR)",
+                           ", ".join(fine_tuned))
     flat, flat_error = None, ""
-    if needs_data and finetune_data is not None:
+    if fine_tuned and finetune_data is not None:
         try:
             flat = _model.fold_dense_batchnorm(_model.flatten(source))
         except ValueError as exc:
@@ -357,6 +421,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             run = _Run(source=source, metadata=meta, input_size=input_size, target=target_spec, calibration=calib,
                        pairs=pairs, data=finetune_data, flat=flat, flat_error=flat_error, options=options,
                        fars=fars, min_cosine=min_cosine, stack=stack, staging=staging)
+            for variant in unrequested:
+                results.append(VariantResult(variant.name, variant.technique, status="skipped",
+                                             reason=_not_by_default(variant)))
             for variant in chosen:
                 if progress:
                     progress("start", variant.name)
@@ -370,6 +437,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike, variants:
             variants=results, calibration=calib.describe(), pairs=pairs.describe() if pairs else None,
             finetune_data=None if finetune_data is None else {**finetune_data.describe,
                                                               "num_classes": int(finetune_data.num_classes)},
+            inputs=inputs,
             tools=tool_versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             seconds=round(time.perf_counter() - started, 2))
         _publish(out, staging, results, manifest)
@@ -417,8 +485,34 @@ def _describe_source(path: Any, model: Any, metadata: ModelMetadata) -> dict[str
             "preprocess": metadata.preprocess.to_dict(), "nested": _model.is_nested(model)}
 
 
-def _detector(choice: Any) -> Any:
-    """``"auto"``: the cached BlazeFace model when present (never downloads); None/False: no face check."""
+# The variants "auto" builds: the post-training ones (seconds each) and, with fine-tuning data at hand,
+# pruned-int8 (its zeros are what shrinks the gzip). The other fine-tuned recipes take minutes each.
+AUTO_VARIANTS = ("float32", "float16", "dynamic", "int8")
+AUTO_WITH_DATA = ("pruned-int8",)
+
+
+def default_variants(has_data: bool) -> list[Variant]:
+    names = AUTO_VARIANTS + (AUTO_WITH_DATA if has_data else ())
+    return [v for v in VARIANTS.values() if v.name in names]
+
+
+def _not_by_default(variant: Variant) -> str:
+    if variant.name in AUTO_WITH_DATA:
+        return ("not built by default without fine-tuning data (none given, no training card): pass --data DIR or "
+                "--variants all (it then fine-tunes on the calibration crops)")
+    return (f"not in the default set: {' + '.join(variant.steps)} fine-tunes for minutes; build it with "
+            f"--variants {variant.name} or --variants all")
+
+
+def _recorded(model_path: Any) -> Any:
+    from edgeface._records import training_data
+
+    return training_data(model_path)
+
+
+def _detector(choice: Any, recorded: Path | None = None) -> Any:
+    """``"auto"``: ``recorded`` (the card's detector) if given, else the runtime's default BlazeFace
+    (bundled; never downloads); None/False: no face check; else a FaceDetector, used as is."""
     if choice is None or choice is False:
         return None
     if choice != "auto":
@@ -427,7 +521,7 @@ def _detector(choice: Any) -> Any:
     from edgeface_runtime._errors import ModelError
 
     try:
-        return FaceDetector.from_path(resolve_detector_path())
+        return FaceDetector.from_path(recorded if recorded is not None else resolve_detector_path())
     except (ModelError, OSError) as exc:
         logger.info("no face detector cached, calibration images are not checked for faces (%s)", exc)
         return None

@@ -110,12 +110,36 @@ def load_calibration(folder: str | os.PathLike, preprocess: Preprocess, *, max_i
     if len(crops) < RECOMMENDED_CALIBRATION_IMAGES:
         logger.warning("only %d calibration images: int8 ranges and the agreement check are rough; a few hundred "
                        "face crops are recommended", len(crops))
-    x = to_model_input(crops, preprocess)
+    return _split_held_out(to_model_input(crops, preprocess), str(folder), bad)
+
+
+def calibration_from_dataset(dataset: Any, preprocess: Preprocess, *, max_images: int = 500,
+                             detector: Any = None) -> CalibrationSet:
+    """Calibration crops made from a training dataset (``edgeface.data.FaceDataset``) the way training
+    made them: up to ``max_images`` images spread over the people, aligned when the model's
+    ``Preprocess.alignment`` asks for it (``detector``: None for the runtime's default)."""
+    from edgeface.data import CropMaker
+
+    if len(dataset) < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"the training data in {dataset.root} holds {len(dataset)} images; int8 calibration "
+                         f"needs at least {MIN_CALIBRATION_IMAGES}; pass --calibration DIR")
+    picks = np.linspace(0, len(dataset) - 1, min(max_images, len(dataset))).round().astype(int)
+    maker = CropMaker(dataset.root, preprocess.input_size, align=preprocess.alignment, detector=detector)
+    crops, bad = _crop_all([dataset.paths[i] for i in picks], maker)
+    if len(crops) < MIN_CALIBRATION_IMAGES:
+        raise ValueError(f"only {len(crops)} readable training images under {dataset.root}; pass --calibration DIR")
+    if maker.no_face:
+        logger.warning("calibration: no face found in %d of %d training images; they are centre crops, as in "
+                       "training", maker.no_face, len(picks))
+    return _split_held_out(to_model_input(crops, preprocess), f"{len(crops)} training images of {dataset.root}", bad)
+
+
+def _split_held_out(x: np.ndarray, source: str, bad: list) -> CalibrationSet:
     held = np.zeros(len(x), bool)
     held[HOLD_OUT_EVERY - 1::HOLD_OUT_EVERY] = True
     if held.sum() < 4:
         held[-4:] = True
-    return CalibrationSet(x[~held], x[held], str(folder), bad)
+    return CalibrationSet(x[~held], x[held], source, bad)
 
 
 def _check_not_blank(crops: np.ndarray, folder: Any) -> None:
@@ -172,11 +196,19 @@ def folder_finetune_data(folder: str | os.PathLike, preprocess: Preprocess, *, b
     ``detector`` aligns the crops when the model was trained on aligned faces (None: the
     runtime's default BlazeFace model).
     """
-    from edgeface.data import Augment, CropMaker, decode_dataset, make_train_dataset, scan_folder
+    from edgeface.data import scan_folder
 
-    people = scan_folder(folder, min_images=1)
+    return dataset_finetune_data(scan_folder(folder, min_images=1), preprocess, batch_size=batch_size, seed=seed,
+                                 detector=detector)
+
+
+def dataset_finetune_data(people: Any, preprocess: Preprocess, *, batch_size: int = 32, seed: int = 0,
+                          detector: Any = None) -> FineTuneData:
+    """:func:`folder_finetune_data` for an ``edgeface.data.FaceDataset`` (e.g. a training card's people)."""
+    from edgeface.data import Augment, CropMaker, decode_dataset, make_train_dataset
+
     if people.num_classes < 2:
-        raise ValueError(f"fine-tuning data {str(folder)!r} holds {people.num_classes} person; it needs one "
+        raise ValueError(f"fine-tuning data {people.root!r} holds {people.num_classes} person; it needs one "
                          "sub-folder per person, at least 2")
     crop = CropMaker(people.root, preprocess.input_size, align=preprocess.alignment, detector=detector)
     people, crops = decode_dataset(people, crop)
@@ -210,10 +242,13 @@ class PairSet:
     index_b: np.ndarray
     same: np.ndarray
     source: str
+    root: str = ""  # the folder the pairs' image paths are relative to
+    folds: list[int] | None = None  # the folds of the file used; None: all
 
     def describe(self) -> dict[str, Any]:
-        return {"file": self.source, "pairs": len(self.same), "genuine": int(self.same.sum()),
-                "impostor": int((~self.same).sum()), "images": len(self.crops)}
+        return {"file": self.source, "images": self.root, "folds": self.folds, "pairs": len(self.same),
+                "genuine": int(self.same.sum()), "impostor": int((~self.same).sum()),
+                "distinct_images": len(self.crops)}
 
 
 def _image_root(pairs_file: Path) -> Path:
@@ -224,8 +259,10 @@ def _image_root(pairs_file: Path) -> Path:
 
 
 def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_root: str | os.PathLike | None = None,
-               max_unreadable: float = MAX_UNREADABLE, detector: Any = None) -> PairSet:
-    """Decode the images of an LFW-format pairs file (root: ``image_root``, else beside the file).
+               max_unreadable: float = MAX_UNREADABLE, detector: Any = None,
+               folds: Sequence[int] | None = None) -> PairSet:
+    """Decode the images of an LFW-format pairs file (root: ``image_root``, else beside the file);
+    ``folds`` (1-based) keeps only those folds' pairs.
 
     Crops are made as for training and ``edgeface evaluate``: centre crops, or detection +
     alignment when the model's ``Preprocess.alignment`` asks for it (``detector``, None: the
@@ -238,6 +275,11 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
         raise ValueError(f"calibration pairs file {str(pairs_file)!r} not found; pass an LFW-format pairs file "
                          "(e.g. lfw/pairs.txt, with the images in lfw/lfw-deepfunneled/)")
     pairs = read_pairs(source)
+    if folds is not None:
+        wanted = set(int(f) for f in folds)
+        pairs = [p for p in pairs if p.fold in wanted]
+        if not pairs:
+            raise ValueError(f"{source} has no pairs in folds {sorted(wanted)}")
     root = Path(image_root) if image_root is not None else _image_root(source)
     same = np.array([p.same for p in pairs], bool)
     if same.all():
@@ -260,7 +302,8 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
     readable = [n for n in names if n not in missing]
     row = {n: i for i, n in enumerate(readable)}
     return PairSet(to_model_input(crops, preprocess), np.array([row[pairs[i].path_a] for i in keep]),
-                   np.array([row[pairs[i].path_b] for i in keep]), same[keep], str(source))
+                   np.array([row[pairs[i].path_b] for i in keep]), same[keep], str(source), str(root),
+                   sorted(set(int(f) for f in folds)) if folds is not None else None)
 
 
 def _crop_all(names: Sequence[str], maker: Callable[[str], np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str]]]:

@@ -10,6 +10,12 @@ two images per person on average, thousands of classes) moved the embedding inst
 pruned at 50 %, mean cosine 0.877 to the source after 500 steps, the task loss rising from
 0.04 on the imprinted batches to 5.2 on the rest.
 
+Distillation needs no identity labels, so with ``task_weight=0`` the batches mix the
+fine-tuning images with the calibration crops (:func:`distillation_data`), half and half, and
+without fine-tuning data the calibration crops alone are enough. The mix is what the agreement
+gate needs: tuned on ORL's 400 grayscale photos alone, the demo's pruned model reproduced the
+source at cosine 0.94 on them and 0.56 on the LFW crops it is checked on.
+
 With ``task_weight > 0`` the head starts from the source model's class-mean embeddings
 ("imprinting"). BatchNorm layers stay frozen and Dropout is off (``_model.copy_model``), so
 the student is trained on the same inference-mode function the teacher computes.
@@ -61,6 +67,36 @@ class FineTuneOptions:
         if not (self.distill_weight >= 0 and self.task_weight >= 0) or self.distill_weight + self.task_weight <= 0:
             raise ValueError(f"distill_weight and task_weight must be >= 0 and not both 0, got "
                              f"{self.distill_weight!r} and {self.task_weight!r}")
+
+
+def distillation_data(data: FineTuneData | None, crops: np.ndarray, *, batch_size: int = 32,
+                      seed: int = 0) -> FineTuneData:
+    """Label-free batches for distillation: ``data``'s images and the preprocessed ``crops`` (the
+    calibration set, the device's domain), mixed half and half within each batch; ``crops``
+    alone when ``data`` is None. Crops are flipped at random (a face mirrored is still a face
+    the model must embed as the source does). Labels are zeros: the distillation loss reads none.
+    """
+    from edgeface._keras import tf
+
+    if len(crops) < 2:
+        raise ValueError(f"distillation needs at least 2 calibration crops, got {len(crops)}")
+    own = (tf.data.Dataset.from_tensor_slices(np.asarray(crops, np.float32)).repeat()
+           .shuffle(min(len(crops), 4096), seed=seed)
+           .map(lambda x: (tf.image.random_flip_left_right(x, seed=seed), tf.constant(0, tf.int32))))
+    if data is None:
+        mixed, describe = own, {"source": "calibration crops (no fine-tuning data)", "crops": int(len(crops))}
+    else:
+        def unlabelled(x, y):
+            if isinstance(x, (tuple, list)):  # the training half's ((images, labels), labels)
+                x = x[0]
+            return x, tf.zeros_like(tf.cast(y, tf.int32))
+
+        images = data.dataset.map(unlabelled).unbatch().repeat()
+        mixed = tf.data.Dataset.sample_from_datasets([images, own], weights=[0.5, 0.5], seed=seed)
+        describe = {**data.describe, "mixed_with": f"{len(crops)} calibration crops, half of each batch"}
+    dataset = mixed.batch(batch_size, drop_remainder=True).prefetch(2)
+    return FineTuneData(dataset, num_classes=max(2, int(data.num_classes) if data is not None else 2),
+                        describe=describe)
 
 
 def _batches(data: FineTuneData, steps: int):

@@ -53,6 +53,7 @@ class Manifest:
     calibration: dict[str, Any] | None = None
     pairs: dict[str, Any] | None = None
     finetune_data: dict[str, Any] | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # where each input came from (flag, training card, ...)
     tools: dict[str, str] = field(default_factory=dict)
     created: str = ""
     seconds: float | None = None
@@ -77,7 +78,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "created": self.created, "source": self.source, "target": self.target,
                 "calibration": self.calibration, "pairs": self.pairs, "finetune_data": self.finetune_data,
-                "tools": self.tools, "seconds": self.seconds, "variants": [r.to_dict() for r in self.variants]}
+                "inputs": self.inputs, "tools": self.tools, "seconds": self.seconds, "variants": [r.to_dict() for r in self.variants]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=False)
@@ -88,7 +89,7 @@ class Manifest:
         variants = [VariantResult(**{k: v for k, v in r.items() if k in known}) for r in data.get("variants", [])]
         return cls(out_dir=out_dir, source=dict(data.get("source", {})), target=str(data.get("target", "")),
                    variants=variants, calibration=data.get("calibration"), pairs=data.get("pairs"),
-                   finetune_data=data.get("finetune_data"), tools=dict(data.get("tools", {})),
+                   finetune_data=data.get("finetune_data"), inputs=dict(data.get("inputs") or {}), tools=dict(data.get("tools", {})),
                    created=str(data.get("created", "")), seconds=data.get("seconds"),
                    version=int(data.get("version", MANIFEST_VERSION)))
 
@@ -143,6 +144,7 @@ def format_table(manifest: Manifest) -> str:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines[:0] = [f"{name}: {origin}" for name, origin in manifest.inputs.items()]
     lines.append(f"target {manifest.target}; {len(manifest.by_status('ok'))} ok, {len(manifest.by_status('failed'))} "
                  f"failed, {len(manifest.by_status('skipped'))} skipped; {manifest.out_dir}")
     return "\n".join(lines + notes)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from ._cli_support import MODEL_OPTION, QUIET, VERBOSE, pick_model, setup_logging
+
 
 def _parse_shots(text: Optional[str]) -> Optional[list[int]]:
     if text is None:
@@ -18,7 +20,8 @@ def _parse_shots(text: Optional[str]) -> Optional[list[int]]:
 
 
 def adapt_command(
-    model: Path = typer.Argument(..., help="Source model.keras (from `edgeface train` or `edgeface adapt`)."),
+    model: Optional[Path] = typer.Argument(None, help="Source model.keras (from `edgeface train` or `edgeface adapt`)."),
+    model_option: Optional[Path] = MODEL_OPTION,
     data: Path = typer.Option(..., help="Target-domain folder: one sub-folder of images per person."),
     out: Path = typer.Option(Path("runs/adapt"), help="Output folder (model.keras, adaptation_card.json, kshot.*)."),
     steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
@@ -41,31 +44,28 @@ def adapt_command(
     pairs: int = typer.Option(600, help="Verification pairs of held-out people per split (at most)."),
     held_out: float = typer.Option(0.5, help="Fraction of the people held out in the k-shot evaluation."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Adapt a model to a target domain (camera, lighting, grayscale) from a few images per person."""
-    from .cli import _fail, _handled_errors, _setup_logging
+    setup_logging(verbose, quiet)
+    model = pick_model(model, model_option)
+    shots = _parse_shots(kshot)
+    overrides = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
+                 "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
+                 "seed": seed, "detector": str(detector) if detector else None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if not augment:
+        overrides["augment"] = None
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    from .adaptation import adapt, kshot_evaluation, kshot_markdown, write_kshot_report
 
-    _setup_logging(verbose)
-    try:
-        shots = _parse_shots(kshot)
-        overrides = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
-                     "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
-                     "seed": seed, "detector": str(detector) if detector else None}
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if not augment:
-            overrides["augment"] = None
-        if seeds < 1:
-            raise ValueError(f"--seeds must be at least 1, got {seeds}")
-        from .adaptation import adapt, kshot_evaluation, kshot_markdown, write_kshot_report
-
-        if shots is not None:
-            report = kshot_evaluation(model, data, shots, seeds=range(seed, seed + seeds), held_out_fraction=held_out,
-                                      n_pairs=pairs, **overrides)
-            json_path, md_path = write_kshot_report(report, out)
-        result = adapt(model, data, out, **overrides)
-    except _handled_errors() as exc:
-        raise _fail(exc) from None
+    if shots is not None:
+        report = kshot_evaluation(model, data, shots, seeds=range(seed, seed + seeds), held_out_fraction=held_out,
+                                  n_pairs=pairs, **overrides)
+        json_path, md_path = write_kshot_report(report, out)
+    result = adapt(model, data, out, **overrides)
     if shots is not None:
         typer.echo(kshot_markdown(report))
         typer.echo(f"k-shot report: {md_path} and {json_path}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from ._cli_support import QUIET, VERBOSE, setup_logging
 
 
 def demo_command(
@@ -26,16 +27,15 @@ def demo_command(
     seed: int = typer.Option(0, "--seed"),
     epochs_frozen: Optional[int] = typer.Option(None, "--epochs-frozen", help="Override the frozen-backbone epochs."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the fine-tuning epochs."),
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Train → convert → report → enroll and identify on the device runtime, end to end on LFW."""
-    from edgeface_runtime._errors import EdgefaceError
-
     from ._demo import DemoOptions, format_summary, run_demo
     from ._download_cli import ProgressBars
 
-    from edgeface_runtime._console import console_logging
-
-    console_logging("edgeface", logging.INFO)
+    # The demo narrates its steps at INFO: shown unless -q (the other commands show them with -v).
+    setup_logging(verbose=not quiet)
     options = DemoOptions(out=out, data=data, weights=weights, detector=detector, quick=quick, seed=seed,
                           epochs_frozen=epochs_frozen, epochs=epochs, download=download,
                           mirrors=list(mirror) if mirror else None)
@@ -47,9 +47,6 @@ def demo_command(
 
     try:
         result = run_demo(options, progress=say, download_progress=bars)
-    except (ValueError, EdgefaceError) as exc:
+    finally:
         bars.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code if isinstance(exc, EdgefaceError) else 2) from None
-    bars.close()
     typer.echo(format_summary(result))

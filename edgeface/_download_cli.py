@@ -8,6 +8,8 @@ from typing import Any, List, Optional
 
 import typer
 
+from ._cli_support import JSON, QUIET, VERBOSE, setup_logging
+
 WHAT = ("lfw", "weights", "detector", "all")
 
 
@@ -51,20 +53,20 @@ def download_command(
         None, "--mirror", help="Base URL or local folder holding the files under their own names, tried before "
                                "the official hosts (repeatable; default: $EDGEFACE_MIRRORS)."),
     keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep lfw-deepfunneled.tgz after unpacking."),
-    as_json: bool = typer.Option(False, "--json", help="Print the paths as JSON."),
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Download LFW, the ImageNet weights or the face detector into the cache, checked by checksum.
 
     The cache is $EDGEFACE_CACHE, else $XDG_CACHE_HOME/edgeface, else ~/.cache/edgeface.
     Interrupted downloads resume; a verified copy is never downloaded again.
     """
-    from edgeface_runtime._errors import EdgefaceError
-
     from . import _datasets
 
+    setup_logging(verbose, quiet)
     if what not in WHAT:
-        typer.echo(f"error: unknown item {what!r}; choose one of {', '.join(WHAT)}", err=True)
-        raise typer.Exit(2)
+        raise ValueError(f"unknown item {what!r}; choose one of {', '.join(WHAT)}")
     mirrors = list(mirror) if mirror else None
     bars = ProgressBars()
     paths: dict[str, str] = {}
@@ -75,15 +77,8 @@ def download_command(
             paths["weights"] = str(_datasets.fetch_weights(mirrors=mirrors, progress=bars))
         if what in ("detector", "all"):
             paths["detector"] = str(_datasets.fetch_detector(mirrors=mirrors, progress=bars))
-    except EdgefaceError as exc:
+    finally:  # errors (bad input, a full or unwritable cache folder) map to exit codes in _cli_support.run
         bars.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except (ValueError, OSError) as exc:  # bad input, or the disk/cache folder (full, not writable)
-        bars.close()
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    bars.close()
     if as_json:
         typer.echo(json.dumps(paths, indent=2))
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from edgeface_runtime.commandline import native_log_captured
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is noise for CLI users
 # TensorFlow turns its oneDNN kernels on only for CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2-only
@@ -17,8 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banner is
 # training step (305 -> 150 ms per batch of 64 here) and stop glibc's page faults. "0" opts out.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+with native_log_captured():  # in a command without -v: TensorFlow's import banner, written before absl is set up
+    import tensorflow as tf  # noqa: E402
+    import tf_keras as keras  # noqa: E402
 
 __all__ = ["tf", "keras", "is_keras3_file", "tune_allocator_for_training"]
 

@@ -1,6 +1,8 @@
 """`edgeface report`: the typer command over :func:`edgeface.report.build_report`.
 
-Registered by ``edgeface.cli.register``; the progress bar lives here, not in the library.
+Entry point ``edgeface.cli:report_main``; the progress bar lives here, not in the library.
+`edgeface report DIR` needs nothing else: the protocol defaults to the one the convert
+folder's manifest calibrated on, else the one the training card measured on (``_records``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+
+from ._cli_support import JSON, QUIET, VERBOSE, pick_models, setup_logging
 
 
 class _Bars:
@@ -38,16 +42,20 @@ class _Bars:
 
 
 def report_command(
-    models: List[Path] = typer.Argument(..., help="model.keras (or its train folder), `edgeface convert` output "
-                                                   "folders (several are compared) and/or .tflite files."),
-    pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt); needs --images."),
+    models: Optional[List[Path]] = typer.Argument(None, help="model.keras (or its train folder), `edgeface convert` "
+                                                             "output folders (several are compared) and/or .tflite files."),
+    model_option: Optional[List[Path]] = typer.Option(None, "--model", "-m", help="The same, as an option "
+                                                                                  "(repeatable)."),
+    pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt); needs --images (default: the "
+                                                    "pairs the manifest or training card recorded)."),
     images: Optional[Path] = typer.Option(None, help="Image root the pairs' paths are relative to."),
     folds: str = typer.Option("6-10", help="Folds of --pairs to report: 'all', a range (6-10) or a list (1,2,3)."),
     dataset: Optional[Path] = typer.Option(None, help="Instead of --pairs: one sub-folder per person; pairs are "
                                                       "generated reproducibly."),
     n_pairs: int = typer.Option(1000, "--n-pairs", help="Pairs to generate from --dataset (half same person)."),
     seed: int = typer.Option(0, help="Seed of the generated pairs."),
-    out: Path = typer.Option(..., "--out", help="Folder for report.md, report.html and report.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.md, report.html and report.json "
+                                                                 "(default: report/ beside the first model or folder)."),
     latency_runs: int = typer.Option(50, "--latency-runs", help="Timed embeddings per variant and thread count "
                                                                  "(0: skip timing)."),
     tolerance: float = typer.Option(0.5, help="Recommend the smallest variant within this many accuracy points "
@@ -56,23 +64,42 @@ def report_command(
                                                                       "in the training data (optimistic)."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models with aligned crops."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
+    as_json: bool = JSON,
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Compare a model and its converted variants: accuracy, size, speed; Markdown, HTML and JSON."""
-    from .cli import _fail, _handled_errors, _parse_folds, _setup_logging
+    from .cli import _parse_folds
 
-    _setup_logging(verbose)
-    bars = _Bars(progress)
+    setup_logging(verbose, quiet)
+    chosen = pick_models(models, model_option)
+    fold_list = _parse_folds(folds)
+    if pairs is None and images is None and dataset is None:
+        from ._records import recorded_protocol
+
+        protocol = recorded_protocol(chosen)
+        if protocol is None:
+            raise ValueError("no verification protocol given and none recorded: the manifest names no calibration "
+                             "pairs and no training card says the model trained on LFW; pass --pairs FILE --images "
+                             "DIR, or --dataset DIR (one sub-folder per person)")
+        pairs, images, fold_list = protocol.pairs, protocol.images, protocol.folds
+        if not quiet:
+            typer.echo(f"protocol: {protocol.describe()}", err=True)
+    if out is None:
+        first = chosen[0]
+        out = (first if first.is_dir() else first.parent) / "report"
+    bars = _Bars(progress and not (quiet or as_json))
     try:
         from ._report import build_report
 
-        report = build_report(models, pairs=pairs, images=images, dataset=dataset, n_pairs=n_pairs, seed=seed,
-                              folds=_parse_folds(folds), out_dir=out, latency_runs=latency_runs,
+        report = build_report(chosen, pairs=pairs, images=images, dataset=dataset, n_pairs=n_pairs, seed=seed,
+                              folds=fold_list, out_dir=out, latency_runs=latency_runs,
                               tolerance=tolerance, allow_overlap=allow_overlap, detector=detector, progress=bars)
-    except _handled_errors() as exc:
-        raise _fail(exc) from None
     finally:
         bars.close()
+    if as_json:
+        typer.echo((out / "report.json").read_text())
+        return
     typer.echo(f"Recommendation: {report.recommendation['text']}.")
     for name in ("report.md", "report.html", "report.json"):
         typer.echo(f"wrote {out / name}")

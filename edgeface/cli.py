@@ -1,37 +1,23 @@
-"""The training commands (`edgeface train`, `edgeface evaluate`, ...), joined to the runtime's CLI.
+"""The training commands (`edgeface train`, `evaluate`, `convert`, ...), joined to the runtime's CLI.
 
 The runtime's `edgeface` finds the ``*_main`` functions below through the ``edgeface.commands``
 entry-point group (one entry point per command). Commands are typer commands that only parse
 options and call the library; TensorFlow is imported inside them, so `edgeface --help` and
-`edgeface train --help` stay fast.
+`edgeface train --help` stay fast. They follow the one convention of
+:mod:`edgeface_runtime.commandline` (model naming, ``--json``/``--out``, ``-v``/``-q``, exit
+codes) through ``_cli_support``; errors are not caught here but mapped there.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import typer
 
-from ._allocator import relaunch_with_tcmalloc
-
-EXIT_BAD_INPUT = 2
-EXIT_MISSING_EXTRA = 7  # as the runtime's InterpreterNotFoundError: an ImportError whose message gives the pip command
-
-
-def _fail(exc: BaseException) -> "typer.Exit":
-    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-def _handled_errors() -> tuple[type[BaseException], ...]:
-    from edgeface_runtime._errors import EdgefaceError
-
-    return (ValueError, EdgefaceError, FileNotFoundError)
+from ._cli_support import JSON, MODEL_OPTION, QUIET, VERBOSE, pick_model, run, setup_logging
 
 
 def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -69,12 +55,6 @@ def _parse_options(items: List[str]) -> dict:
         except ValueError:
             options[key.strip()] = value
     return options
-
-
-def _setup_logging(verbose: bool) -> None:
-    from edgeface_runtime._console import console_logging
-
-    console_logging("edgeface", logging.INFO if verbose else logging.WARNING, defer_to_root=True)
 
 
 def train_command(
@@ -123,8 +103,8 @@ def train_command(
     teacher_cache: Optional[Path] = typer.Option(None, help="Teacher embedding cache folder (default "
                                                             "$EDGEFACE_CACHE/teachers)."),
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step of the run."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-epoch lines."),
+    verbose: bool = VERBOSE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors (no per-epoch lines)."),
 ) -> None:
     """Train a face-embedding model by transfer learning."""
     if list_backbones:
@@ -135,32 +115,26 @@ def train_command(
             spec = get_backbone_spec(name)
             typer.echo(f"{name:20s} {spec.description}")
         return
-    _setup_logging(verbose)
-    try:
-        from ._train import TrainConfig, train
+    setup_logging(verbose, quiet)
+    from ._train import TrainConfig, train
 
-        overrides = {
-            "backbone": backbone, "weights": weights, "data": str(data) if data else None,
-            "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
-            "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
-            "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
-            "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
-            "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
-            "strategy": strategy, "teacher": teacher,
-            "teacher_options": _parse_options(teacher_option) if teacher_option else None,
-            "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,
-            "center_teacher": center_teacher, "teacher_cache": str(teacher_cache) if teacher_cache else None,
-        }
-        if config is not None:
-            cfg = TrainConfig.from_toml(config, **overrides)
-        else:
-            cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-        result = train(cfg, verbose=0 if quiet else 2)
-    except _handled_errors() as exc:
-        raise _fail(exc) from None
-    except ImportError as exc:  # an optional extra (e.g. the dlib teacher) is not installed
-        _fail(exc)
-        raise typer.Exit(EXIT_MISSING_EXTRA) from None
+    overrides = {
+        "backbone": backbone, "weights": weights, "data": str(data) if data else None,
+        "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
+        "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
+        "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
+        "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
+        "strategy": strategy, "teacher": teacher,
+        "teacher_options": _parse_options(teacher_option) if teacher_option else None,
+        "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,
+        "center_teacher": center_teacher, "teacher_cache": str(teacher_cache) if teacher_cache else None,
+    }
+    if config is not None:
+        cfg = TrainConfig.from_toml(config, **overrides)
+    else:
+        cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    result = train(cfg, verbose=0 if quiet else 2)
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"training card: {result.card_path}")
     best = result.metrics.get("best_validation", {})
@@ -187,30 +161,34 @@ def _summary(title: str, report: dict) -> str:
 
 
 def evaluate_command(
-    model: Path = typer.Argument(..., help="A .keras or .tflite model with edgeface metadata."),
+    model: Optional[Path] = typer.Argument(None, help="A .keras or .tflite model with edgeface metadata."),
+    model_option: Optional[Path] = MODEL_OPTION,
     pairs: Path = typer.Option(..., help="LFW-style pairs file (pairs.txt)."),
     images: Path = typer.Option(..., help="Image root the pairs' paths are relative to."),
     folds: str = typer.Option("6-10", help="Folds to evaluate: 'all', a range (6-10) or a list (1,2,3)."),
     calibrate_far: Optional[List[float]] = typer.Option(
         None, help="Calibrate the threshold at this false-accept rate and write it into the model (repeatable)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the full report as JSON to this file."),
+    as_json: bool = JSON,
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress."),
+    verbose: bool = VERBOSE,
+    quiet: bool = QUIET,
 ) -> None:
     """Verification accuracy, TAR@FAR and EER of a model on LFW-style pairs."""
-    _setup_logging(verbose)
-    try:
-        from ._evaluate import evaluate
+    setup_logging(verbose, quiet)
+    model = pick_model(model, model_option)
+    from ._evaluate import evaluate
 
-        report = evaluate(model, pairs, images, folds=_parse_folds(folds), calibrate_far=calibrate_far or None,
-                          detector=detector)
-    except _handled_errors() as exc:
-        raise _fail(exc) from None
+    report = evaluate(model, pairs, images, folds=_parse_folds(folds), calibrate_far=calibrate_far or None,
+                      detector=detector)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=1))
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
     typer.echo(_summary(f"{model.name} on {pairs.name} folds {folds}", report))
     for item in report.get("calibrated", []):
         typer.echo(f"wrote threshold {item['threshold']:.6f} at FAR {item['far']:g} into {model}")
-    if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=1))
 
 
 # Entry points of the `edgeface.commands` group (pyproject.toml), one per command: the runtime's
@@ -218,42 +196,39 @@ def evaluate_command(
 # imported only by their own command, and none imports TensorFlow before the command runs.
 
 
-def _run(command, argv: Sequence[str], prog_name: str) -> int:
-    from edgeface_converters.cli import run_typer_command
-
-    return run_typer_command(command, argv, prog_name)
-
-
 def train_main(argv: Sequence[str], prog_name: str = "edgeface train") -> int:
-    relaunch_with_tcmalloc("train", argv)
-    return _run(train_command, argv, prog_name)
+    return run(train_command, argv, prog_name, relaunch="train")
 
 
 def evaluate_main(argv: Sequence[str], prog_name: str = "edgeface evaluate") -> int:
-    return _run(evaluate_command, argv, prog_name)
+    return run(evaluate_command, argv, prog_name)
+
+
+def convert_main(argv: Sequence[str], prog_name: str = "edgeface convert") -> int:
+    from ._convert_cli import convert_command
+
+    return run(convert_command, argv, prog_name, relaunch="convert")  # pruning/QAT fine-tuning are training steps
 
 
 def report_main(argv: Sequence[str], prog_name: str = "edgeface report") -> int:
     from ._report_cli import report_command
 
-    return _run(report_command, argv, prog_name)
+    return run(report_command, argv, prog_name)
 
 
 def demo_main(argv: Sequence[str], prog_name: str = "edgeface demo") -> int:
-    relaunch_with_tcmalloc("demo", argv)
     from ._demo_cli import demo_command
 
-    return _run(demo_command, argv, prog_name)
+    return run(demo_command, argv, prog_name, relaunch="demo")
 
 
 def download_main(argv: Sequence[str], prog_name: str = "edgeface download") -> int:
     from ._download_cli import download_command
 
-    return _run(download_command, argv, prog_name)
+    return run(download_command, argv, prog_name)
 
 
 def adapt_main(argv: Sequence[str], prog_name: str = "edgeface adapt") -> int:
-    relaunch_with_tcmalloc("adapt", argv)
     from ._adapt_cli import adapt_command
 
-    return _run(adapt_command, argv, prog_name)
+    return run(adapt_command, argv, prog_name, relaunch="adapt")

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -77,6 +77,7 @@ class Decision:
     hits: int
     window: int
     closest: Optional[str] = None
+    reason: Optional[str] = None  # why an open became a deny (the presentation-attack check)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ _SCHEMA: dict = {
     "log": {"path": (str, "access.jsonl")},
     "action": {"type": (str, "log"), "command": (list, None), "timeout_seconds": (float, 10.0),
                "callable": (str, None)},
+    "liveness": {"callable": (str, None)},
 }
 _ACTION_TYPES = ("log", "command", "python")
 _DETECTOR_VARIANTS = ("short", "full")
@@ -194,6 +196,7 @@ class DoorConfig:
     command: tuple = ()
     command_timeout: float = 10.0
     action_callable: Optional[str] = None
+    liveness_callable: Optional[str] = None  # "module:function": the presentation-attack check
     base_dir: Path = field(default=Path("."), compare=False)
 
 
@@ -310,6 +313,10 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
         if not target or ":" not in target:
             problems.append(f"[action] type 'python' needs callable = \"module:function\" (a module importable "
                             f"from the config file's folder), got {target!r}")
+    liveness = get("liveness", "callable")
+    if liveness is not None and ":" not in liveness:
+        problems.append(f"[liveness] callable must be \"module:function\" (a module importable from the config "
+                        f"file's folder), got {liveness!r}")
     if get("action", "timeout_seconds") <= 0:
         problems.append(f"[action] timeout_seconds must be > 0, got {get('action', 'timeout_seconds')}")
 
@@ -325,7 +332,7 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
         required_hits=hits, window=window, cooldown_seconds=cooldown, max_fps=get("source", "max_fps"),
         log_path=path_of("log", "path"), action=action, command=command,
         command_timeout=get("action", "timeout_seconds"), action_callable=get("action", "callable"),
-        base_dir=base_dir,
+        liveness_callable=liveness, base_dir=base_dir,
     )
 
 
@@ -543,17 +550,43 @@ def make_action(config: DoorConfig) -> DoorAction:
         if candidate is not None and os.access(candidate, os.X_OK):
             command[0] = str(candidate)
         return CommandAction(command, config.command_timeout)
-    module_name, _, function_name = (config.action_callable or "").partition(":")
-    if str(config.base_dir) not in sys.path:
-        sys.path.insert(0, str(config.base_dir))  # so a gpio_relay.py beside door.toml is importable
+    return load_callable(config.action_callable or "", config.base_dir, "[action] callable")
+
+
+def load_callable(spec: str, base_dir: Path, where: str) -> Callable[..., Any]:
+    """``module:function`` imported from ``base_dir`` (the config file's folder); errors are ConfigErrors."""
+    module_name, _, function_name = spec.partition(":")
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))  # so a gpio_relay.py beside door.toml is importable
     try:
         function = getattr(importlib.import_module(module_name), function_name)
     except Exception as exc:  # whatever the module raises on import (no gpiozero, pin busy) is a setup problem
-        raise ConfigError(f"[action] callable {config.action_callable!r} cannot be loaded: "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"{where} {spec!r} cannot be loaded: {type(exc).__name__}: {exc}") from None
     if not callable(function):
-        raise ConfigError(f"[action] callable {config.action_callable!r} is a {type(function).__name__}, not a function")
+        raise ConfigError(f"{where} {spec!r} is a {type(function).__name__}, not a function")
     return function
+
+
+# A presentation-attack (liveness) check: (the frame as the source gave it, a path or an H×W×3
+# array; the edgeface_runtime FaceResult of the face that decided, with box and keypoints) -> True
+# when the face is live. A face match alone cannot tell a person from a printed photo or a phone
+# screen showing them; this is where an IR camera, a depth sensor or a liveness model answers that.
+LivenessCheck = Callable[[Any, Any], bool]
+
+
+def check_presentation(decision: Decision, check: Optional[LivenessCheck], image: Any, face: Any) -> Decision:
+    """An ``open`` stands only when ``check`` says the deciding face is live. A check that says no,
+    or raises, turns it into a ``deny`` (fail closed); without a check the decision is unchanged."""
+    if check is None or decision.action != OPEN:
+        return decision
+    try:
+        live = check(image, face) is True
+        why = "liveness check rejected the face (a photo or a screen?)"
+    except Exception as exc:  # a broken sensor must not open the door
+        live, why = False, f"liveness check failed: {type(exc).__name__}: {exc}"
+    if live:
+        return decision
+    return replace(decision, action=DENY, person=None, closest=decision.person, reason=why)
 
 
 # --------------------------------------------------------------------------------------------
@@ -585,12 +618,14 @@ def verifier_options(config: DoorConfig, **overrides: Any) -> Any:
 
 def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames: Optional[Iterator[Frame]] = None,
              stop: Optional[threading.Event] = None, handle_signals: bool = True,
-             clock: Callable[[], float] = time.monotonic) -> RunSummary:
+             clock: Callable[[], float] = time.monotonic,
+             liveness_check: Optional[LivenessCheck] = None) -> RunSummary:
     """Process frames until the source ends or ``stop`` is set (SIGINT/SIGTERM set it when
     ``handle_signals``): the current frame is always finished, then everything is closed.
 
     ``action`` overrides the configured door action; ``frames`` the configured source (any
-    iterable of :class:`Frame`, e.g. from picamera2).
+    iterable of :class:`Frame`, e.g. from picamera2); ``liveness_check`` the configured
+    presentation-attack check (:data:`LivenessCheck`, consulted before every open).
     """
     from edgeface_runtime import FaceVerifier, ImageDecodeError
 
@@ -600,6 +635,12 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
                           "door_access.py --config CONFIG enroll")
     stop = stop if stop is not None else threading.Event()
     door_action = action if action is not None else make_action(config)
+    liveness = liveness_check if liveness_check is not None else (
+        load_callable(config.liveness_callable, config.base_dir, "[liveness] callable")
+        if config.liveness_callable else None)
+    if liveness is None:
+        logger.warning("no presentation-attack check configured ([liveness] callable): a printed photo or a phone "
+                       "screen showing an enrolled person can open this door")
     controller = DoorController(config.required_hits, config.window, config.cooldown_seconds)
     summary = RunSummary()
     min_interval = 1.0 / config.max_fps if config.max_fps > 0 else 0.0
@@ -632,9 +673,10 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
                 result = None
             summary.frames += 1
             if result is not None:
-                identity = result.faces[0].identity if result.faces else None  # the largest face: nearest the door
-                decision = controller.update(started, identity)
+                face = result.faces[0] if result.faces else None  # the largest face: nearest the door
+                decision = controller.update(started, face.identity if face is not None else None)
                 if decision is not None:
+                    decision = check_presentation(decision, liveness, frame.image, face)
                     _act(decision, frame, door_action, access_log, summary)
             if stop.is_set():
                 break
@@ -653,9 +695,9 @@ def _act(decision: Decision, frame: Frame, door_action: DoorAction, access_log: 
          summary: RunSummary) -> None:
     if decision.action == DENY:
         summary.denies += 1
-        logger.info("DENY unknown face (closest %s, score %.3f)", decision.closest,
+        logger.info("DENY %s (closest %s, score %.3f)", decision.reason or "unknown face", decision.closest,
                     decision.score if decision.score is not None else float("nan"))
-        access_log.write(decision, frame=frame.label)
+        access_log.write(decision, frame=frame.label, **({"reason": decision.reason} if decision.reason else {}))
         return
     summary.opens += 1
     error = None

@@ -3,7 +3,8 @@
 Every one of them derives from :class:`EdgefaceError`, so an application can catch the
 family, and from the builtin that describes the failure (``ValueError`` for bad input,
 ``RuntimeError`` for engine failures, ``ImportError`` for a missing interpreter), so code
-written against builtins keeps working. The CLI maps each class to an exit code.
+written against builtins keeps working. Every command maps each class to an exit code through
+the one table in :mod:`edgeface_runtime.commandline`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 class EdgefaceError(Exception):
     """Base class of every error edgeface_runtime raises on purpose."""
 
-    exit_code = 1
+    @property
+    def exit_code(self) -> int:
+        """This error's row of :data:`edgeface_runtime.commandline.EXIT_CODES`."""
+        from .commandline import exit_code_for
+
+        return exit_code_for(self) or 1
 
 
 class ImageDecodeError(EdgefaceError, ValueError):
     """A file or buffer is not a decodable image (empty, truncated, corrupt, unsupported)."""
-
-    exit_code = 3
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -28,13 +32,9 @@ class ImageTooLargeError(ImageDecodeError):
 class NoFaceError(EdgefaceError, ValueError):
     """The detector found no face in an image given to a single-image API."""
 
-    exit_code = 4
-
 
 class ModelError(EdgefaceError, ValueError):
     """A model file is missing, not a TFLite flatbuffer, or not an embedding model."""
-
-    exit_code = 5
 
 
 class MetadataError(ModelError):
@@ -44,25 +44,17 @@ class MetadataError(ModelError):
 class UnsupportedOpError(EdgefaceError, RuntimeError):
     """The chosen interpreter cannot run an operator (or operator version) the model uses."""
 
-    exit_code = 6
-
 
 class InterpreterError(EdgefaceError, RuntimeError):
     """The TFLite interpreter failed while loading or running a model."""
-
-    exit_code = 6
 
 
 class InterpreterNotFoundError(EdgefaceError, ImportError):
     """No TFLite interpreter package is installed."""
 
-    exit_code = 7
-
 
 class GalleryError(EdgefaceError, ValueError):
     """A gallery file is corrupt, locked, or used in a way it does not allow."""
-
-    exit_code = 8
 
 
 class GalleryModelMismatchError(GalleryError):
@@ -78,5 +70,3 @@ class UnknownPersonError(GalleryError, KeyError):
 
 class DownloadError(EdgefaceError, RuntimeError):
     """A download failed or produced a file whose checksum does not match."""
-
-    exit_code = 9

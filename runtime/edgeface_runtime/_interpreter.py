@@ -20,6 +20,7 @@ import numpy as np
 
 from ._errors import InterpreterError, InterpreterNotFoundError, ModelError, UnsupportedOpError
 from ._flatbuffer import OperatorCode, operator_codes
+from .commandline import native_log_captured
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ class Engine:
         self._model = model  # the interpreter reads from this buffer: keep it alive
         self._lock = threading.Lock()
         try:
-            self._interpreter = self.backend.interpreter_class(model_content=model, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with native_log_captured():  # LiteRT's "Created ... XNNPACK delegate" line, in a command
+                self._interpreter = self.backend.interpreter_class(model_content=model, num_threads=num_threads)
+                self._interpreter.allocate_tensors()
             # Tensor names are decoded here: a corrupt string table fails in this call.
             self.input_details = self._interpreter.get_input_details()
             self.output_details = self._interpreter.get_output_details()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ._errors import EdgefaceError
+from .commandline import console_logging, error_line, exit_code, exit_code_for, log_level, quiet_native_logs
 
 logger = logging.getLogger("edgeface_runtime.cli")
 
@@ -34,7 +34,7 @@ TRAINING_COMMANDS = {
     "adapt": "adapt a model to a new target domain",
 }
 ENTRY_POINT_GROUP = "edgeface.commands"
-EXIT_USAGE = 2  # bad input, usage errors and missing commands, as argparse's own errors
+EXIT_USAGE = exit_code("usage")  # bad input, usage errors and missing commands, as argparse's own errors
 DESCRIPTION = "edgeface: face verification for Raspberry-Pi-class devices."
 
 
@@ -141,7 +141,9 @@ def inspect(args: argparse.Namespace) -> int:
     """A model's edgeface metadata, operators and tensors."""
     from ._inspect import describe_model, format_description
 
-    info = describe_model(args.model or _default_model())
+    if args.model and args.model_option and args.model != args.model_option:
+        raise ValueError(f"two models given: {args.model} and -m {args.model_option}; give one")
+    info = describe_model(args.model or args.model_option or _default_model())
     emit(info, args.as_json, format_description(info))
     return 0
 
@@ -199,9 +201,22 @@ DEVICE_COMMANDS = ("verify", "enroll", "identify", "detect", "download-detector"
 
 def _add_command(sub: Any, name: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
     doc = (func.__doc__ or "").strip()
-    parser = sub.add_parser(name, help=doc, description=doc)
+    parser = sub.add_parser(name, help=doc, description=doc, epilog=_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=func)
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="also log progress and the interpreter's own lines")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only results and errors")
     return parser
+
+
+def _exit_codes_epilog() -> str:
+    from .commandline import exit_codes_text
+
+    return "exit codes:\n" + exit_codes_text()
+
+
+_EPILOG = _exit_codes_epilog()
 
 
 def _model(p: argparse.ArgumentParser) -> None:
@@ -296,6 +311,7 @@ def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.Argument
 
     p = _add_command(sub, "inspect", inspect)
     p.add_argument("model", type=Path, nargs="?", help="the .tflite to describe (default: the bundled default model)")
+    p.add_argument("--model", "-m", dest="model_option", type=Path, default=None, help="the same, as an option")
     _json(p)
 
     p = _add_command(sub, "bench", bench)
@@ -391,21 +407,25 @@ def _run_device(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
         args.parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
-    except EdgefaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        level = log_level(args.verbose, args.quiet)
+    except ValueError as exc:
+        print(error_line(exc), file=sys.stderr)
         return EXIT_USAGE
+    quiet_native_logs(args.verbose)
+    console_logging("edgeface_runtime", level, defer_to_root=True)
+    try:
+        return args.func(args)
+    except (Exception, KeyboardInterrupt) as exc:
+        code = exit_code_for(exc)
+        if code is None:  # a bug, not a user's mistake: keep the traceback
+            raise
+        print(error_line(exc), file=sys.stderr)
+        return code
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``edgeface`` with ``argv`` (default: the process's arguments); returns the exit code."""
-    from ._console import console_logging
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    console_logging("edgeface_runtime", logging.INFO, defer_to_root=True)
     if argv and argv[0] in DEVICE_COMMANDS:
         return _run_device(build_parser(), argv)
     installed = _entry_points()

@@ -634,3 +634,61 @@ path = "access.jsonl"
         assert set(door.LOG_FIELDS) <= set(record)
         assert record["model"] == fingerprint and record["far"] is not None
         datetime.fromisoformat(record["time"])
+
+
+# --- presentation-attack (liveness) hook -------------------------------------------------------
+
+
+def _opened(name: str = "alice"):
+    return door.Decision(door.OPEN, name, 0.9, THRESHOLD, 1e-3, 3, 5)
+
+
+@pytest.mark.parametrize("check, reason", [
+    (lambda image, face: False, "rejected"),
+    (lambda image, face: "yes", "rejected"),  # only True opens: a truthy string is not a verdict
+    (lambda image, face: 1 / 0, "ZeroDivisionError"),
+])
+def test_a_liveness_check_that_says_no_or_breaks_turns_an_open_into_a_deny(check, reason):
+    decided = door.check_presentation(_opened(), check, "frame.png", face=None)
+    assert (decided.action, decided.person, decided.closest) == (door.DENY, None, "alice")
+    assert reason in decided.reason
+
+
+def test_a_live_face_opens_and_no_check_leaves_the_decision_alone():
+    seen_args = []
+    decided = door.check_presentation(_opened(), lambda image, face: seen_args.append((image, face)) or True,
+                                      "frame.png", face="the face")
+    assert decided == _opened() and seen_args == [("frame.png", "the face")]
+    assert door.check_presentation(_opened(), None, "frame.png", None) == _opened()
+    denied = door.Decision(door.DENY, None, 0.1, THRESHOLD, 1e-3, 3, 5, closest="bob")
+    assert door.check_presentation(denied, lambda image, face: 1 / 0, "f", None) == denied  # never asked
+
+
+def test_liveness_callable_must_be_module_colon_function(tmp_path):
+    path = write_config(tmp_path, '[model]\npath = "m.tflite"\n[gallery]\npath = "g.db"\n[source]\ninput = "f"\n'
+                                  '[liveness]\ncallable = "just_a_name"\n')
+    with pytest.raises(door.ConfigError, match=r"\[liveness\] callable must be \"module:function\""):
+        door.load_config(path)
+
+
+def test_run_denies_a_photo_the_liveness_check_rejects_and_warns_without_one(tmp_path, fixtures_dir, caplog):
+    (tmp_path / "people" / "alice").mkdir(parents=True)
+    pattern(1).save(tmp_path / "people" / "alice" / "a.png")
+    config = door.load_config(tiny_config(tmp_path, fixtures_dir, required_hits=1, window=1))
+    door.enroll_people(config)
+    (tmp_path / "frames").mkdir()
+    shutil.copy(tmp_path / "people" / "alice" / "a.png", tmp_path / "frames" / "1.png")
+
+    opened = []
+    faces = []
+    summary = door.run_door(config, action=opened.append, handle_signals=False,
+                            liveness_check=lambda image, face: faces.append(face) and False)
+    assert (summary.opens, summary.denies, opened) == (0, 1, [])
+    assert faces[0].identity.best.name == "alice"  # the check sees the face that decided
+    (record,) = read_log(config.log_path)
+    assert (record["decision"], record["person"], record["closest"]) == ("deny", "unknown", "alice")
+    assert "liveness" in record["reason"]
+
+    with caplog.at_level("WARNING", logger="door_access"):
+        assert door.run_door(config, action=opened.append, handle_signals=False).opens == 1
+    assert "printed photo or a phone screen" in caplog.text

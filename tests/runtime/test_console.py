@@ -2,7 +2,7 @@ import io
 import logging
 import sys
 
-from edgeface_runtime._console import console_logging
+from edgeface_runtime.commandline import console_logging
 
 
 def test_console_logging_follows_the_current_stderr_even_after_the_first_one_is_closed(monkeypatch):

@@ -1,0 +1,154 @@
+"""What a run left beside its output says about its inputs, for the commands' defaults.
+
+``edgeface train`` writes ``training_card.json`` beside ``model.keras``; ``edgeface convert``
+writes ``manifest.json`` into its folder. From them ``edgeface convert model.keras`` finds the
+faces the model trained on (its calibration crops and fine-tuning data), and ``edgeface
+report DIR`` the verification protocol, so neither needs more than one argument.
+
+Paths in a card are as the user typed them, often relative to where training ran; they are
+tried as written, then relative to the card's folder. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "training_card.json"
+MANIFEST_NAME = "manifest.json"
+LFW_EVAL_FOLDS = (6, 7, 8, 9, 10)  # the project's evaluation rule: LFW training never sees these people
+
+
+@dataclass
+class Protocol:
+    """A verification protocol as ``build_report`` and ``evaluate`` take it."""
+
+    pairs: Path
+    images: Path
+    folds: list[int] | None  # 1-based folds of ``pairs``; None: all
+    origin: str  # where it was read, for the output
+
+    def describe(self) -> str:
+        folds = "all folds" if self.folds is None else f"folds {_span(self.folds)}"
+        return f"{self.pairs} ({folds}, images {self.images}; from {self.origin})"
+
+
+@dataclass
+class TrainingData:
+    """The faces a model trained on, as its training card records them."""
+
+    dataset: Any  # an edgeface.data.FaceDataset of the training people only
+    detector: Path | None  # the BlazeFace file training aligned with (None: the runtime's default)
+    card: Path
+    protocol: Protocol | None  # how training measured the model, when it was LFW's folds 6-10
+    notes: list[str] = field(default_factory=list)
+
+
+def card_beside(model: str | os.PathLike) -> Path | None:
+    """The training card of ``model`` (a ``model.keras`` or its folder), if there is one."""
+    path = Path(model)
+    card = (path if path.is_dir() else path.parent) / CARD_NAME
+    return card if card.is_file() else None
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} {path} cannot be read ({exc}); fix or remove it") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} does not hold a JSON object")
+    return data
+
+
+def recorded_path(value: Any, base: Path) -> Path | None:
+    """A path from a card: as written (absolute or relative to the working folder), else relative to ``base``."""
+    if not value:
+        return None
+    path = Path(str(value))
+    for candidate in (path, base / path):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def training_data(model: str | os.PathLike) -> TrainingData | None:
+    """The training people of ``model`` from its card (None when there is no card)."""
+    from ._data import find_lfw, lfw_image_root, load_lfw, scan_folder
+
+    card_path = card_beside(model)
+    if card_path is None:
+        return None
+    card = read_json(card_path, "training card")
+    hyper = card.get("hyperparameters") or {}
+    base = card_path.parent
+    notes: list[str] = []
+    detector = recorded_path(hyper.get("detector"), base)
+    if hyper.get("detector") and detector is None:
+        notes.append(f"the detector the card names ({hyper['detector']}) is gone; using the runtime's default")
+    root = recorded_path(hyper.get("data"), base)
+    if hyper.get("dataset") == "lfw":
+        try:
+            lfw = find_lfw(root)
+        except ValueError as exc:
+            raise ValueError(f"{card_path} records LFW training data at {hyper.get('data')!r}, which is not there "
+                             f"({exc}); set EDGEFACE_DATA_HOME or pass the inputs explicitly") from None
+        train, _ = load_lfw(lfw, held_out_folds=LFW_EVAL_FOLDS)
+        protocol = Protocol(lfw / "pairs.txt", lfw_image_root(lfw), list(LFW_EVAL_FOLDS),  # type: ignore[arg-type]
+                            f"training card {card_path}")
+        return TrainingData(train, detector, card_path, protocol, notes)
+    if root is None:
+        raise ValueError(f"{card_path} records training data at {hyper.get('data')!r}, which is not there; pass the "
+                         "inputs explicitly (e.g. --calibration DIR and --data DIR)")
+    everyone = scan_folder(root, min_images=1)
+    names = ((card.get("data") or {}).get("train") or {}).get("identity_names")
+    known = [n for n in (names or []) if n in set(everyone.identities)]
+    train = everyone.subset(known) if known else everyone
+    if names and len(known) < len(names):
+        notes.append(f"{len(names) - len(known)} of the card's {len(names)} training people are no longer in {root}")
+    return TrainingData(train, detector, card_path, None, notes)
+
+
+def recorded_protocol(models: Sequence[str | os.PathLike]) -> Protocol | None:
+    """The protocol a convert folder's manifest calibrated on, else the one a training card measured on."""
+    for item in models:
+        path = Path(item)
+        manifest = path / MANIFEST_NAME if path.is_dir() else None
+        if manifest is not None and manifest.is_file():
+            pairs = read_json(manifest, "manifest").get("pairs") or {}
+            file, images = recorded_path(pairs.get("file"), path), recorded_path(pairs.get("images"), path)
+            if file is not None and images is not None:
+                folds = pairs.get("folds")
+                return Protocol(file, images, list(folds) if folds else None, f"manifest {manifest}")
+    for item in models:
+        path = Path(item)
+        candidates = [path] if path.suffix == ".keras" or (path / CARD_NAME).is_file() else []
+        if path.is_dir() and (path / MANIFEST_NAME).is_file():  # a convert folder: the model it names
+            source = read_json(path / MANIFEST_NAME, "manifest").get("source") or {}
+            found = recorded_path(source.get("path"), path)
+            candidates += [found] if found is not None else []
+        for candidate in candidates:
+            card = card_beside(candidate)
+            if card is None:
+                continue
+            hyper = read_json(card, "training card").get("hyperparameters") or {}
+            if hyper.get("dataset") == "lfw":
+                from ._data import find_lfw, lfw_image_root
+
+                lfw = find_lfw(recorded_path(hyper.get("data"), card.parent))
+                return Protocol(lfw / "pairs.txt", lfw_image_root(lfw), list(LFW_EVAL_FOLDS),  # type: ignore[arg-type]
+                                f"training card {card}")
+    return None
+
+
+def _span(folds: Sequence[int]) -> str:
+    folds = sorted(folds)
+    if folds == list(range(folds[0], folds[-1] + 1)) and len(folds) > 2:
+        return f"{folds[0]}-{folds[-1]}"
+    return ",".join(map(str, folds))
