@@ -360,6 +360,10 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=pairs_root, detector=detector,
                                  folds=pairs_folds)
         inputs["pairs"] = f"--calibration-pairs {calibration_pairs}"
+    elif recorded is not None and recorded.validation is not None:
+        pairs = _data.generated_pairs(recorded.validation, meta.preprocess, detector=detector,
+                                      seed=0 if seed is None else int(seed))
+        inputs["pairs"] = f"{pairs.source} (training card {recorded.card})"
     elif recorded is not None and recorded.protocol is not None:
         protocol = recorded.protocol
         pairs = _data.load_pairs(protocol.pairs, meta.preprocess, image_root=protocol.images, detector=detector,
@@ -432,6 +436,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
                 results.append(result)
                 if progress:
                     progress(result.status, variant.name)
+        order = list(VARIANTS)
+        results.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
         manifest = Manifest(
             out_dir=str(out), source=_describe_source(model_path, source, meta), target=target_spec.name,
             variants=results, calibration=calib.describe(), pairs=pairs.describe() if pairs else None,

@@ -281,6 +281,40 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
         if not pairs:
             raise ValueError(f"{source} has no pairs in folds {sorted(wanted)}")
     root = Path(image_root) if image_root is not None else _image_root(source)
+    return _pair_set(pairs, root, preprocess, detector, max_unreadable, str(source),
+                     sorted(set(int(f) for f in folds)) if folds is not None else None)
+
+
+def generated_pairs(people: Any, preprocess: Preprocess, *, n_pairs: int = 600, seed: int = 0,
+                    detector: Any = None, max_unreadable: float = MAX_UNREADABLE) -> PairSet:
+    """Verification pairs drawn from ``people`` (an ``edgeface.data.FaceDataset``, e.g. the people a
+    training card held out for validation), half same-person, cropped as training cropped them."""
+    from edgeface_runtime._metrics import generate_pairs
+
+    with_two = sum(1 for paths in people.by_identity().values() if len(paths) >= 2)
+    if people.num_classes < 2 or with_two < 1:
+        raise ValueError(f"{people.num_classes} people ({with_two} with two or more images) in {people.root} cannot "
+                         "form verification pairs; pass --calibration-pairs FILE")
+    import warnings
+
+    pairs: list = []
+    for count in (int(n_pairs), 200, 60, 20, 4):  # a small validation split cannot supply many distinct pairs
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # one fold: folds sharing people is moot
+                pairs = generate_pairs(people.by_identity(), min(count, int(n_pairs)), int(seed), folds=1)
+            break
+        except ValueError:
+            continue
+    if not pairs:
+        raise ValueError(f"the validation people in {people.root} cannot form verification pairs; pass "
+                         "--calibration-pairs FILE")
+    return _pair_set(pairs, Path(people.root), preprocess, detector, max_unreadable,
+                     f"{len(pairs)} pairs generated from {people.num_classes} validation people of {people.root}", None)
+
+
+def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector: Any, max_unreadable: float,
+              source: str, folds: list[int] | None) -> PairSet:
     same = np.array([p.same for p in pairs], bool)
     if same.all():
         raise ValueError(f"{source} has no impostor (different-person) pairs; thresholds are calibrated on them")
@@ -302,8 +336,7 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
     readable = [n for n in names if n not in missing]
     row = {n: i for i, n in enumerate(readable)}
     return PairSet(to_model_input(crops, preprocess), np.array([row[pairs[i].path_a] for i in keep]),
-                   np.array([row[pairs[i].path_b] for i in keep]), same[keep], str(source), str(root),
-                   sorted(set(int(f) for f in folds)) if folds is not None else None)
+                   np.array([row[pairs[i].path_b] for i in keep]), same[keep], source, str(root), folds)
 
 
 def _crop_all(names: Sequence[str], maker: Callable[[str], np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str]]]:

@@ -75,4 +75,7 @@ def convert(saved_model: str, quantization: str, *, representative: np.ndarray |
             dtype = tf.int8 if io == "int8" else tf.uint8
             converter.inference_input_type = dtype
             converter.inference_output_type = dtype
-    return bytes(converter.convert())
+    from edgeface_runtime.commandline import native_log_captured
+
+    with native_log_captured():  # the calibrator prints "fully_quantize: 0, inference_type: 6, ..." from C++
+        return bytes(converter.convert())

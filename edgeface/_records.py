@@ -27,16 +27,28 @@ LFW_EVAL_FOLDS = (6, 7, 8, 9, 10)  # the project's evaluation rule: LFW training
 
 @dataclass
 class Protocol:
-    """A verification protocol as ``build_report`` and ``evaluate`` take it."""
+    """A verification protocol as ``build_report`` takes it: an LFW-format pairs file and its
+    images, or (``dataset``) pairs generated from some people of a folder-per-person dataset."""
 
-    pairs: Path
-    images: Path
+    pairs: Path | None
+    images: Path | None
     folds: list[int] | None  # 1-based folds of ``pairs``; None: all
     origin: str  # where it was read, for the output
+    dataset: Path | None = None
+    people: list[str] | None = None  # of ``dataset``: the people training held out
 
     def describe(self) -> str:
+        if self.dataset is not None:
+            return (f"pairs generated from the {len(self.people or [])} validation people of {self.dataset} "
+                    f"(from {self.origin})")
         folds = "all folds" if self.folds is None else f"folds {_span(self.folds)}"
         return f"{self.pairs} ({folds}, images {self.images}; from {self.origin})"
+
+    def report_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``build_report`` that select this protocol."""
+        if self.dataset is not None:
+            return {"dataset": self.dataset, "people": self.people}
+        return {"pairs": self.pairs, "images": self.images, "folds": self.folds}
 
 
 @dataclass
@@ -48,6 +60,7 @@ class TrainingData:
     card: Path
     protocol: Protocol | None  # how training measured the model, when it was LFW's folds 6-10
     notes: list[str] = field(default_factory=list)
+    validation: Any = None  # a FaceDataset of the people training held out (folder data with val_fraction > 0)
 
 
 def card_beside(model: str | os.PathLike) -> Path | None:
@@ -107,12 +120,16 @@ def training_data(model: str | os.PathLike) -> TrainingData | None:
         raise ValueError(f"{card_path} records training data at {hyper.get('data')!r}, which is not there; pass the "
                          "inputs explicitly (e.g. --calibration DIR and --data DIR)")
     everyone = scan_folder(root, min_images=1)
-    names = ((card.get("data") or {}).get("train") or {}).get("identity_names")
+    data = card.get("data") or {}
+    names = (data.get("train") or {}).get("identity_names")
     known = [n for n in (names or []) if n in set(everyone.identities)]
     train = everyone.subset(known) if known else everyone
     if names and len(known) < len(names):
         notes.append(f"{len(names) - len(known)} of the card's {len(names)} training people are no longer in {root}")
-    return TrainingData(train, detector, card_path, None, notes)
+    held = [n for n in ((data.get("validation") or {}).get("identity_names") or []) if n in set(everyone.identities)]
+    validation = everyone.subset(held) if len(held) >= 2 else None
+    protocol = Protocol(None, None, None, f"training card {card_path}", root, held) if validation is not None else None
+    return TrainingData(train, detector, card_path, protocol, notes, validation)
 
 
 def recorded_protocol(models: Sequence[str | os.PathLike]) -> Protocol | None:
@@ -137,13 +154,9 @@ def recorded_protocol(models: Sequence[str | os.PathLike]) -> Protocol | None:
             card = card_beside(candidate)
             if card is None:
                 continue
-            hyper = read_json(card, "training card").get("hyperparameters") or {}
-            if hyper.get("dataset") == "lfw":
-                from ._data import find_lfw, lfw_image_root
-
-                lfw = find_lfw(recorded_path(hyper.get("data"), card.parent))
-                return Protocol(lfw / "pairs.txt", lfw_image_root(lfw), list(LFW_EVAL_FOLDS),  # type: ignore[arg-type]
-                                f"training card {card}")
+            recorded = training_data(candidate)
+            if recorded is not None and recorded.protocol is not None:
+                return recorded.protocol
     return None
 
 

@@ -352,7 +352,7 @@ class _Protocol:
 
 
 def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | None,
-              dataset_folds: int) -> _Protocol:
+              dataset_folds: int, people: Sequence[str] | None = None) -> _Protocol:
     if (pairs is None) == (dataset is None):
         raise ValueError("choose one protocol: pairs=PAIRS_FILE with images=IMAGE_DIR (LFW pairs.txt, folds 6-10 "
                          "by default) or dataset=DIR (one sub-folder per person; pairs are generated), "
@@ -361,7 +361,7 @@ def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, fo
         return _pairs_protocol(Path(pairs), images, folds)
     if images is not None:
         raise ValueError("images= goes with pairs=; with dataset= the images are the dataset's own")
-    return _dataset_protocol(Path(dataset), n_pairs, seed, dataset_folds)
+    return _dataset_protocol(Path(dataset), n_pairs, seed, dataset_folds, people)
 
 
 def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) -> _Protocol:
@@ -385,12 +385,15 @@ def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) 
     return _Protocol(chosen_pairs, root, description, [])
 
 
-def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int) -> _Protocol:
+def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int,
+                      only: Sequence[str] | None = None) -> _Protocol:
     from edgeface_runtime._metrics import generate_pairs
 
     from ._data import scan_folder
 
     people = scan_folder(root)
+    if only is not None:
+        people = people.subset([name for name in only if name in set(people.identities)])
     if people.num_classes < 2:
         raise ValueError(f"dataset {str(root)!r} holds {people.num_classes} person ({', '.join(people.identities)}); "
                          "verification pairs need at least two people, one sub-folder of images each")
@@ -759,6 +762,7 @@ def build_report(
     seed: int = 0,
     folds: Iterable[int] | None = DEFAULT_FOLDS,
     dataset_folds: int = DEFAULT_DATASET_FOLDS,
+    people: Sequence[str] | None = None,
     out_dir: str | os.PathLike | None = None,
     latency_runs: int = DEFAULT_LATENCY_RUNS,
     tolerance: float = DEFAULT_TOLERANCE,
@@ -774,7 +778,8 @@ def build_report(
     one the folders' manifests name is used when it is still there, unchanged.
     Protocol: ``pairs`` + ``images`` (LFW ``pairs.txt``; ``folds``, 1-based, default 6-10;
     None: all) or ``dataset`` (one sub-folder per person; ``n_pairs`` pairs in
-    ``dataset_folds`` folds drawn with ``seed``). People the training card lists are refused
+    ``dataset_folds`` folds drawn with ``seed``; ``people``: only these sub-folders, e.g. the
+    people a training card held out). People the training card lists are refused
     unless ``allow_overlap``. ``latency_runs`` 0 skips timing; ``tolerance`` is in accuracy
     points; ``detector`` is a BlazeFace ``.tflite`` for models with alignment "arcface";
     ``progress(stage, done, total)`` is called as work advances. With ``out_dir`` the
@@ -789,7 +794,7 @@ def build_report(
         raise ValueError(f"tolerance is in accuracy points, between 0 and 100 (e.g. 0.5), got {tolerance!r}")
     max_unreadable = DEFAULT_MAX_UNREADABLE if max_unreadable is None else float(max_unreadable)
 
-    protocol = _protocol(pairs, images, dataset, n_pairs, seed, folds, dataset_folds)
+    protocol = _protocol(pairs, images, dataset, n_pairs, seed, folds, dataset_folds, people)
     resolved = _resolve_models(models)
     notes = list(resolved.notes) + protocol.notes
     notes += _check_overlap(protocol, resolved, allow_overlap)

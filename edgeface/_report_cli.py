@@ -74,17 +74,20 @@ def report_command(
     setup_logging(verbose, quiet)
     chosen = pick_models(models, model_option)
     fold_list = _parse_folds(folds)
+    recorded: dict
     if pairs is None and images is None and dataset is None:
         from ._records import recorded_protocol
 
         protocol = recorded_protocol(chosen)
         if protocol is None:
-            raise ValueError("no verification protocol given and none recorded: the manifest names no calibration "
-                             "pairs and no training card says the model trained on LFW; pass --pairs FILE --images "
+            raise ValueError("no verification protocol given and none recorded: no manifest names a calibration pairs "
+                             "file and no training card records LFW or people held out for validation; pass --pairs FILE --images "
                              "DIR, or --dataset DIR (one sub-folder per person)")
-        pairs, images, fold_list = protocol.pairs, protocol.images, protocol.folds
+        recorded = protocol.report_arguments()
         if not quiet:
             typer.echo(f"protocol: {protocol.describe()}", err=True)
+    else:
+        recorded = {"pairs": pairs, "images": images, "dataset": dataset, "folds": fold_list}
     if out is None:
         first = chosen[0]
         out = (first if first.is_dir() else first.parent) / "report"
@@ -92,8 +95,7 @@ def report_command(
     try:
         from ._report import build_report
 
-        report = build_report(chosen, pairs=pairs, images=images, dataset=dataset, n_pairs=n_pairs, seed=seed,
-                              folds=fold_list, out_dir=out, latency_runs=latency_runs,
+        report = build_report(chosen, **recorded, n_pairs=n_pairs, seed=seed, out_dir=out, latency_runs=latency_runs,
                               tolerance=tolerance, allow_overlap=allow_overlap, detector=detector, progress=bars)
     finally:
         bars.close()

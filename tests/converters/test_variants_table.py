@@ -58,7 +58,7 @@ def test_targets_table():
 def test_import_loads_no_tensorflow():
     here = str(Path(__file__).parent)
     code = ("import sys; sys.path.insert(0, %r); import conftest; import edgeface_converters as ec, "
-            "edgeface_converters.cli; ec.VARIANTS, ec.format_table; "
+            "edgeface._convert_cli; ec.VARIANTS, ec.format_table; "
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization') if m in sys.modules))"
             % here)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

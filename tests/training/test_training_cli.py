@@ -25,7 +25,7 @@ def test_train_and_evaluate_commands(edgeface, tmp_path, mini_lfw):
 
     report = tmp_path / "report.json"
     code, out_text, err = edgeface("evaluate", out / "model.keras", "--pairs", mini_lfw / "pairs.txt",
-                                   "--images", mini_lfw / "lfw-deepfunneled", "--calibrate-far", "0.1", "--json", report)
+                                   "--images", mini_lfw / "lfw-deepfunneled", "--calibrate-far", "0.1", "--out", report)
     assert code == 0, err
     assert "accuracy" in out_text and "wrote threshold" in out_text
     assert json.loads(report.read_text())["calibrated"][0]["far"] == 0.1
