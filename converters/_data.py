@@ -216,7 +216,9 @@ def dataset_finetune_data(people: Any, preprocess: Preprocess, *, batch_size: in
     dataset = make_train_dataset(people, batch_size=batch_size, preprocess=preprocess, crops=crops,
                                  augment=Augment(crop_scale=1.0, shift=0.0, brightness=0.1, contrast=0.1,
                                                  grayscale=0.0), seed=seed)
-    return FineTuneData(dataset, people.num_classes, describe={**people.describe(), "batch_size": batch_size})
+    # The people by name: a report keeps them out of its evaluation pairs (a root alone would mean all its folders).
+    return FineTuneData(dataset, people.num_classes, describe={**people.describe(), "batch_size": batch_size,
+                                                              "identity_names": list(people.identities)})
 
 
 def check_finetune_data(data: FineTuneData, input_size: tuple[int, int]) -> None:

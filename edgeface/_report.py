@@ -398,13 +398,21 @@ def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int,
         raise ValueError(f"dataset {str(root)!r} holds {people.num_classes} person ({', '.join(people.identities)}); "
                          "verification pairs need at least two people, one sub-folder of images each")
     notes = []
+    # A training card's validation people are often few: then fewer pairs, said in the notes, beat no report.
+    counts = [n_pairs] + ([c for c in (300, 100, 40, 2 * n_folds) if c < n_pairs] if only is not None else [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        try:
-            pairs = generate_pairs(people.by_identity(), n_pairs, seed, folds=n_folds)
-        except ValueError as exc:
-            raise ValueError(f"dataset {str(root)!r} ({people.num_classes} people, {len(people)} images): "
-                             f"{exc}") from None
+        for attempt, count in enumerate(counts):
+            try:
+                pairs = generate_pairs(people.by_identity(), count, seed, folds=n_folds)
+                break
+            except ValueError as exc:
+                if attempt == len(counts) - 1:
+                    raise ValueError(f"dataset {str(root)!r} ({people.num_classes} people, {len(people)} images): "
+                                     f"{exc}") from None
+    if count != n_pairs:
+        notes.append(f"{people.num_classes} people could supply {count} distinct pairs, not the {n_pairs} asked for")
+        n_pairs = count
     for warning in caught:
         notes.append(f"pair generation: {warning.message}")
         logger.warning("%s", warning.message)
@@ -434,8 +442,9 @@ def _check_images_exist(pairs: Sequence[Any], root: Path, source: str) -> None:
 # --------------------------------------------------------------------------- training identities
 
 
-def _training_identities(models: _Models) -> tuple[set[str], list[str]]:
-    """People the models saw in training (or fine-tuning), and where that was read from."""
+def _training_identities(models: _Models, *, with_validation: bool = True) -> tuple[set[str], list[str]]:
+    """People the models saw in training (or fine-tuning), and where that was read from;
+    ``with_validation``: also the people a card held out to pick the best epoch."""
     names: set[str] = set()
     sources: list[str] = []
     keras_files = {models.keras.path} if models.keras else set()
@@ -449,21 +458,27 @@ def _training_identities(models: _Models) -> tuple[set[str], list[str]]:
         except (OSError, ValueError) as exc:
             raise ValueError(f"{card} cannot be read ({exc}); fix or remove it (it lists the training people, "
                              "which the report keeps out of the evaluation)") from None
-        for part in ("train", "validation"):
+        for part in ("train", "validation") if with_validation else ("train",):
             names.update((data.get(part) or {}).get("identity_names") or [])
         sources.append(str(card))
     for manifest in models.manifests:
-        root = (manifest.finetune_data or {}).get("root")
-        if root and Path(root).is_dir():
+        finetune = manifest.finetune_data or {}
+        root = finetune.get("root")
+        if finetune.get("identity_names"):
+            names.update(finetune["identity_names"])
+            sources.append(f"the fine-tuning people of {manifest.out_dir}")
+        elif root and Path(root).is_dir():
             names.update(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
             sources.append(f"{root} (fine-tuning data of {manifest.out_dir})")
     return names, sources
 
 
-def _check_overlap(protocol: _Protocol, models: _Models, allow_overlap: bool) -> list[str]:
+def _check_overlap(protocol: _Protocol, models: _Models, allow_overlap: bool,
+                   validation_people: bool = False) -> list[str]:
+    """``validation_people``: the protocol is, on purpose, the people a card held out for validation."""
     from edgeface_runtime._metrics import lfw_identities_in_folds
 
-    trained, sources = _training_identities(models)
+    trained, sources = _training_identities(models, with_validation=not validation_people)
     if not sources:
         return ["no training card (training_card.json beside model.keras) was found: that the evaluation people "
                 "were not trained on is not checked"]
@@ -797,7 +812,10 @@ def build_report(
     protocol = _protocol(pairs, images, dataset, n_pairs, seed, folds, dataset_folds, people)
     resolved = _resolve_models(models)
     notes = list(resolved.notes) + protocol.notes
-    notes += _check_overlap(protocol, resolved, allow_overlap)
+    notes += _check_overlap(protocol, resolved, allow_overlap, validation_people=people is not None)
+    if people is not None:
+        notes.append("the evaluation people are the ones training held out for validation: never trained on, but "
+                     "they picked the best epoch, so the accuracy is slightly optimistic")
     sources = ([resolved.keras] if resolved.keras else []) + resolved.variants
     keys = sorted({s.crop_key for s in sources})
     crops, crop_notes = _make_crops(protocol, keys, detector, max_unreadable, progress)

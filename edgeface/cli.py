@@ -163,8 +163,9 @@ def _summary(title: str, report: dict) -> str:
 def evaluate_command(
     model: Optional[Path] = typer.Argument(None, help="A .keras or .tflite model with edgeface metadata."),
     model_option: Optional[Path] = MODEL_OPTION,
-    pairs: Path = typer.Option(..., help="LFW-style pairs file (pairs.txt)."),
-    images: Path = typer.Option(..., help="Image root the pairs' paths are relative to."),
+    pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt; default: the one the training "
+                                                    "card recorded, LFW folds 6-10)."),
+    images: Optional[Path] = typer.Option(None, help="Image root the pairs' paths are relative to."),
     folds: str = typer.Option("6-10", help="Folds to evaluate: 'all', a range (6-10) or a list (1,2,3)."),
     calibrate_far: Optional[List[float]] = typer.Option(
         None, help="Calibrate the threshold at this false-accept rate and write it into the model (repeatable)."),
@@ -177,10 +178,20 @@ def evaluate_command(
     """Verification accuracy, TAR@FAR and EER of a model on LFW-style pairs."""
     setup_logging(verbose, quiet)
     model = pick_model(model, model_option)
+    fold_list = _parse_folds(folds)
+    if pairs is None and images is None:
+        from ._records import recorded_protocol
+
+        protocol = recorded_protocol([model])
+        if protocol is None or protocol.pairs is None:
+            raise ValueError(f"no pairs given and the training card of {model} records no LFW protocol; pass "
+                             "--pairs FILE --images DIR (an LFW-style pairs file and the folder of its images)")
+        pairs, images, fold_list = protocol.pairs, protocol.images, protocol.folds
+    elif pairs is None or images is None:
+        raise ValueError("--pairs and --images go together: the pairs file and the folder its paths are relative to")
     from ._evaluate import evaluate
 
-    report = evaluate(model, pairs, images, folds=_parse_folds(folds), calibrate_far=calibrate_far or None,
-                      detector=detector)
+    report = evaluate(model, pairs, images, folds=fold_list, calibrate_far=calibrate_far or None, detector=detector)
     if out is not None:
         out.write_text(json.dumps(report, indent=1))
     if as_json:
