@@ -28,20 +28,37 @@ def test_check_ops_catches_the_dynamic_range_fc_v12(tiny_model_path, faces_dir, 
     check_ops(model, "ai-edge-litert-2.3")
 
 
-def test_variants_without_data_are_skipped_with_the_reason(tiny_model_path, faces_dir, tmp_path, caplog):
-    manifest = _convert(tiny_model_path, faces_dir, tmp_path, "int8,pruned-int8,clustered-qat-int8")
+def test_without_fine_tuning_data_the_compressed_variants_distil_on_the_calibration_crops(tiny_model_path, faces_dir,
+                                                                                          tmp_path):
+    manifest = _convert(tiny_model_path, faces_dir, tmp_path, "int8,pruned-int8", finetune_steps=40)
     assert manifest["int8"].ok
-    for name in ("pruned-int8", "clustered-qat-int8"):
-        result = manifest[name]
-        assert result.status == "skipped" and result.file is None
-        assert "needs fine-tuning data" in result.reason and "--data DIR" in result.reason
-        assert not (tmp_path / f"{name}.tflite").exists()
-    assert "no fine-tuning data: skipping pruned-int8, clustered-qat-int8" in caplog.text
+    pruned = manifest["pruned-int8"]
+    assert pruned.status in ("ok", "failed") and pruned.finetune[0]["steps"] == 40  # built, not skipped
+    assert manifest.inputs["fine-tuning"].startswith("the calibration crops")
+    assert manifest.finetune_data["source"].startswith("calibration crops")
     # Without calibration pairs the source's thresholds are carried over, and say so.
     from edgeface_runtime._metadata import read_metadata
 
     metadata = read_metadata(tmp_path / "int8.tflite")
     assert metadata.thresholds == {1e-3: 0.5} and "not recalibrated" in metadata.extra["thresholds_from"]
+
+
+def test_a_classification_loss_without_labelled_data_skips_with_the_reason(tiny_model_path, faces_dir, tmp_path,
+                                                                          caplog):
+    manifest = _convert(tiny_model_path, faces_dir, tmp_path, "int8,clustered-qat-int8", task_weight=0.5)
+    result = manifest["clustered-qat-int8"]
+    assert result.status == "skipped" and result.file is None
+    assert "task_weight > 0 needs labelled fine-tuning data" in result.reason and "--data DIR" in result.reason
+    assert not (tmp_path / "clustered-qat-int8.tflite").exists()
+    assert "skipping clustered-qat-int8" in caplog.text
+
+
+def test_auto_lists_what_it_did_not_build_and_why(tiny_model_path, faces_dir, tmp_path):
+    manifest = _convert(tiny_model_path, faces_dir, tmp_path, "auto")
+    assert [r.name for r in manifest if r.ok] == ["float32", "float16", "dynamic", "int8"]
+    assert "without fine-tuning data" in manifest["pruned-int8"].reason  # no data, no card: not by default
+    assert "--variants all" in manifest["qat-int8"].reason
+    assert [r.name for r in manifest] == list(__import__("edgeface_converters").VARIANTS)  # table order
 
 
 def test_a_variant_below_the_agreement_floor_is_failed_not_shipped(tiny_model_path, faces_dir, tmp_path):
