@@ -58,4 +58,4 @@ def test_detector_option_reaches_the_library_and_a_missing_file_is_one_line(edge
     assert seen["face_detector"] == "auto"
     code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path,
                             "--detector", tmp_path / "missing.tflite")
-    assert code == 2 and err.startswith("error: ") and "missing.tflite" in err and err.count("\n") == 1
+    assert code == 5 and err.startswith("error: ") and "missing.tflite" in err and err.count("\n") == 1  # a model file
