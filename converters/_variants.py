@@ -117,7 +117,7 @@ def parse_variants(spec: str | Iterable[str] | None) -> list[Variant]:
 
 def variants_markdown() -> str:
     """The table as Markdown, for the docs (generated, so docs cannot drift from the code)."""
-    lines = ["| variant | technique | needs data | options | file |", "|---|---|---|---|---|"]
+    lines = ["| variant | technique | fine-tunes | options | file |", "|---|---|---|---|---|"]
     for v in VARIANTS.values():
         options = ", ".join(f"`{o}`" for o in v.options) or "-"
         lines.append(f"| `{v.name}` | {v.technique} | {'yes' if v.needs_data else 'no'} | {options} | `{v.file_name}` |")
