@@ -44,6 +44,10 @@ KSHOT_JSON = "kshot.json"
 KSHOT_MARKDOWN = "kshot.md"
 MIN_KSHOT_IDENTITIES = 4  # two to adapt on (a margin head needs two classes), two held out (impostor pairs)
 HEAD_LAYERS = ("embedding_dense", "embedding_bn")
+NO_THRESHOLD_NOTE = ("NO THRESHOLD: the adapted model carries no calibrated threshold (the source's no longer hold), "
+                     "so verify/identify refuse it until one is set: calibrate it on pairs of target people it was "
+                     "not adapted on (`edgeface evaluate MODEL --pairs ... --calibrate-far 1e-3`), at conversion "
+                     "(`edgeface convert --calibration-pairs`), or on the device (`edgeface calibrate -g GALLERY`)")
 
 
 @dataclass
@@ -73,6 +77,7 @@ class AdaptConfig:
     seed: int = 0
     max_unreadable: float = 0.05
     detector: str | None = None
+    no_face: str = "skip"  # aligned models: images without a detected face are left out ("center": centre-cropped)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdaptConfig":
@@ -106,6 +111,9 @@ class AdaptConfig:
             raise ValueError(f"scale must be positive, got {self.scale!r}")
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin!r}")
+        if self.no_face not in ("skip", "center"):
+            raise ValueError(f"no_face must be 'skip' (leave images without a detected face out, as the device "
+                             f"refuses them) or 'center' (centre-crop them); got {self.no_face!r}")
         if not self.anchor_weight >= 0:
             raise ValueError(f"anchor_weight must be >= 0 (0 disables the pull towards the source), "
                              f"got {self.anchor_weight!r}")
@@ -157,13 +165,16 @@ def _load_source(model_path: str | Path) -> _Source:
 
 
 def _decode(data_dir: str | Path, metadata: ModelMetadata, config: AdaptConfig):
-    from ._data import CropMaker, decode_dataset, scan_folder
+    """``(dataset, crops, no_face summary or None)``: images without a detected face are left out
+    (``config.no_face="skip"``) or centre-cropped ("center"), and counted either way."""
+    from ._data import CropMaker, decode_dataset, no_face_summary, scan_folder
 
     dataset = scan_folder(data_dir)
     preprocess = metadata.preprocess
     crop = CropMaker(dataset.root, preprocess.input_size, align=preprocess.alignment,
-                     detector=config.detector)
-    return decode_dataset(dataset, crop, max_unreadable=config.max_unreadable)
+                     detector=config.detector, no_face=config.no_face)
+    kept, crops = decode_dataset(dataset, crop, max_unreadable=config.max_unreadable)
+    return kept, crops, no_face_summary(crop, len(dataset))
 
 
 def _fresh_copy(source: _Source):
@@ -345,7 +356,7 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
     config = _config(config, overrides)
     started = time.monotonic()
     source = _load_source(model_path)
-    dataset, crops = _decode(data_dir, source.metadata, config)
+    dataset, crops, no_face = _decode(data_dir, source.metadata, config)
     if dataset.num_classes < 2:
         raise ValueError(f"{data_dir} holds {dataset.num_classes} person; adaptation needs at least 2 people "
                          "(one sub-folder of images per person)")
@@ -353,7 +364,7 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
     record = _fine_tune(model, source.metadata, crops, dataset.labels, config)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector", "no_face")}
     source_record = {"path": str(source.path), "sha256": source.sha256, "name": source.metadata.name}
     metadata = dataclasses.replace(
         source.metadata, thresholds={}, fingerprint="", name=f"{source.metadata.name or 'model'}-adapted",
@@ -365,11 +376,12 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {**source_record, "metadata": source.metadata.to_dict()},
         "data": {**dataset.describe(), "identity_names": dataset.identities,
-                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped][:100]},
+                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped][:100],
+                 "no_face": no_face},
         "settings": settings,
         "result": record,
-        "note": "thresholds were dropped: calibrate the adapted model with `edgeface evaluate --calibrate-far` or at "
-                "conversion (`edgeface convert --calibration-pairs`)",
+        "thresholds": {},
+        "note": NO_THRESHOLD_NOTE,
         "wall_time_seconds": round(time.monotonic() - started, 1),
     }
     card_path = atomic_write_text(out_dir / CARD_NAME, json.dumps(card, indent=1, default=_json_default))
@@ -497,7 +509,7 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
         raise ValueError("give at least one seed")
     started = time.monotonic()
     source = _load_source(model_path)
-    dataset, crops = _decode(data_dir, source.metadata, config)
+    dataset, crops, no_face = _decode(data_dir, source.metadata, config)
     check_kshot_dataset(dataset, shots)
     runs = []
     for seed in seeds:
@@ -523,8 +535,8 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
     return {
         "format": "edgeface-kshot/1",
         "model": str(source.path), "model_sha256": source.sha256, "data": str(dataset.root),
-        "dataset": dataset.describe(), "shots": shots, "seeds": seeds, "held_out_fraction": held_out_fraction,
-        "settings": {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector")},
+        "dataset": dataset.describe(), "no_face": no_face, "shots": shots, "seeds": seeds, "held_out_fraction": held_out_fraction,
+        "settings": {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector", "no_face")},
         "summary": _summarise(runs, shots), "runs": runs,
         "wall_time_seconds": round(time.monotonic() - started, 1),
     }
@@ -568,6 +580,10 @@ def kshot_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {row['k']} | {pct(acc['before'])} | {pct(acc['after'])} | {signed(acc['change'])} | "
                      f"{auc['before']['mean']:.3f} | {auc['after']['mean']:.3f} | {pct(eer['before'])} | "
                      f"{pct(eer['after'])} |")
+    for what, summary in (("data", report.get("no_face")), ("test data", report.get("test_no_face"))):
+        if summary:
+            lines += ["", f"No face detected in {summary['no_face']} of {summary['images']} {what} images: "
+                          f"{summary['meaning']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -41,17 +41,20 @@ def adapt_command(
     pairs: int = typer.Option(600, help="Verification pairs of held-out people per split (at most)."),
     held_out: float = typer.Option(0.5, help="Fraction of the people held out in the k-shot evaluation."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
+    no_face: str = typer.Option("skip", help="Images in which the detector finds no face (aligned models): 'skip' "
+                                             "leaves them out, as the device refuses them (default); 'center' "
+                                             "centre-crops them. Counted in the output and the cards."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step."),
 ) -> None:
     """Adapt a model to a target domain (camera, lighting, grayscale) from a few images per person."""
-    from .cli import _fail, _handled_errors, _setup_logging
+    from .cli import _fail, _handled_errors, _setup_logging, no_face_line
 
     _setup_logging(verbose)
     try:
         shots = _parse_shots(kshot)
         overrides = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
                      "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
-                     "seed": seed, "detector": str(detector) if detector else None}
+                     "seed": seed, "detector": str(detector) if detector else None, "no_face": no_face}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if not augment:
             overrides["augment"] = None
@@ -69,5 +72,10 @@ def adapt_command(
     if shots is not None:
         typer.echo(kshot_markdown(report))
         typer.echo(f"k-shot report: {md_path} and {json_path}")
+    line = no_face_line(result.card["data"].get("no_face"))
+    if line:
+        typer.echo(f"adaptation data: {line}")
     typer.echo(f"adapted model: {result.model_path}")
     typer.echo(f"adaptation card: {result.card_path}")
+    if not result.card.get("thresholds"):
+        typer.echo(f"WARNING: {result.card['note']}", err=True)
