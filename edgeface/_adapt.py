@@ -343,7 +343,8 @@ def _config(config: AdaptConfig | Mapping[str, Any] | None, overrides: Mapping[s
 
 
 def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/adapt",
-          config: AdaptConfig | Mapping[str, Any] | None = None, *, calibrate_far: float | Sequence[float] | None = None,
+          config: AdaptConfig | Mapping[str, Any] | None = None, *,
+          calibrate_far: float | Sequence[float] | None = None,
           calibration_data: str | Path | None = None, calibration_fraction: float = 0.25,
           **overrides: Any) -> AdaptResult:
     """Adapt ``model_path`` (a ``model.keras`` from ``edgeface train``) to the people in ``data_dir``.
@@ -427,7 +428,9 @@ def _calibration_fars(value: float | Sequence[float] | None) -> list[float]:
 
 
 def _hold_back(dataset, crops: np.ndarray, fraction: float, seed: int):
-    """Split off a seeded ``fraction`` of the people (at least 2) for calibration: ``(rest, rest crops, (held, crops))``."""
+    """Split off a seeded ``fraction`` of the people (at least 2) for calibration.
+
+    Returns ``(rest, rest crops, (held, held crops))``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"calibration_fraction must be in (0, 1), got {fraction!r}")
     n = dataset.num_classes
@@ -450,7 +453,8 @@ def _calibrate_adapted(model, metadata: ModelMetadata, held, held_crops: np.ndar
     from edgeface_runtime.metrics import calibrate_threshold
 
     if held.num_classes < 2:
-        raise ValueError(f"calibrating the adapted model needs 2+ people in the calibration set, got {held.num_classes}")
+        raise ValueError(f"calibrating the adapted model needs 2+ people in the calibration set, "
+                         f"got {held.num_classes}")
     labels = [held.identities[i] for i in held.labels]
     impostors, sampled = cross_person_scores(_embed(model, held_crops, metadata), labels)
     n = int(impostors.size)

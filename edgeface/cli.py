@@ -45,7 +45,7 @@ def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 
 def _parse_folds(text: str):
-    """'all' → None, 'auto' → 'auto' (6-10 of a 10-fold LFW file, else all of the file's folds), else fold numbers."""
+    """'all' → None, 'auto' → 'auto' (6-10 of a 10-fold LFW file, else all of the file's folds), else folds."""
     if text.strip().lower() == "all":
         return None
     if text.strip().lower() == "auto":
@@ -163,7 +163,8 @@ def train_command(
             "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
             "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
-            "align": align, "detector": str(detector) if detector else None, "no_face": no_face, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
+            "align": align, "detector": str(detector) if detector else None,
+            "no_face": no_face, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
             "strategy": strategy, "teacher": teacher,
             "teacher_options": _parse_options(teacher_option) if teacher_option else None,
             "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,

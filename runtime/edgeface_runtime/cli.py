@@ -246,7 +246,8 @@ def gallery_rename(args: argparse.Namespace) -> int:
     return 0
 
 
-DEVICE_COMMANDS = ("verify", "enroll", "identify", "calibrate", "detect", "download-detector", "inspect", "bench", "gallery")
+DEVICE_COMMANDS = ("verify", "enroll", "identify", "calibrate", "detect", "download-detector", "inspect", "bench",
+                   "gallery")
 
 
 # --- the parser ---------------------------------------------------------------------------------
