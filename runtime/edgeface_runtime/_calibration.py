@@ -31,7 +31,7 @@ import numpy as np
 
 from ._metrics import calibrate_threshold
 
-__all__ = ["SiteCalibration", "calibrate_templates", "cross_person_scores"]
+__all__ = ["SiteCalibration", "calibrate_templates", "check_site_far", "cross_person_scores"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,17 @@ class SiteCalibration:
         return self.far >= self.min_supported_far
 
 
+def check_site_far(far: Any) -> float:
+    """``far`` as a float in (0, 1), else ValueError saying what was given."""
+    try:
+        value = float(far)
+    except (TypeError, ValueError):
+        raise ValueError(f"far must be a false-accept rate in (0, 1) such as 1e-3, got {far!r}") from None
+    if not 0.0 < value < 1.0:  # also rejects nan
+        raise ValueError(f"far must be a false-accept rate in (0, 1) such as 1e-3, got {far!r}")
+    return value
+
+
 def _pair_count(counts: np.ndarray) -> int:
     total = int(counts.sum())
     return (total * total - int(np.sum(counts.astype(np.int64) ** 2))) // 2
@@ -154,12 +165,7 @@ def calibrate_templates(templates: Any, labels: Sequence[str], far: float, *, mo
     ``far`` is not in (0, 1). Logs a warning, and sets ``warning``, when the pairs are too
     few to back ``far`` (fewer than ``3 / far``).
     """
-    try:
-        far = float(far)
-    except (TypeError, ValueError):
-        raise ValueError(f"far must be a false-accept rate in (0, 1) such as 1e-3, got {far!r}") from None
-    if not 0.0 < far < 1.0:
-        raise ValueError(f"far must be a false-accept rate in (0, 1) such as 1e-3, got {far!r}")
+    far = check_site_far(far)
     people = len(set(labels))
     if people < 2:
         raise ValueError(f"site calibration needs at least two enrolled people (their cross pairs are the "

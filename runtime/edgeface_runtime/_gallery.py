@@ -420,9 +420,10 @@ class Gallery:
         templates (see :mod:`edgeface_runtime._calibration`) and, with ``save``, store it
         (replacing any earlier one at the same FAR). ``model_thresholds`` (the model
         metadata's ``{far: threshold}``) adds how the model's own threshold fares here."""
-        from ._calibration import calibrate_templates
+        from ._calibration import calibrate_templates, check_site_far
 
         self._require_model("calibrate")
+        far = check_site_far(far)  # bad input stays a plain ValueError; what follows is about the gallery
         snapshot = self._current_snapshot()
         try:
             record = calibrate_templates(snapshot.matrix, snapshot.labels, far, model_fingerprint=self._fingerprint,

@@ -265,6 +265,13 @@ def test_calibrate_command_refuses_a_missing_gallery(fixtures_dir, tmp_path, edg
     assert not (tmp_path / "none.db").exists()
 
 
+def test_calibrate_command_says_a_far_outside_zero_one_is_bad_input(verifier, fixtures_dir, tmp_path, edgeface):
+    verifier[0].close()
+    code, out, err = edgeface("calibrate", "-g", tmp_path / "g.db", "-m", fixtures_dir / "tiny_float32.tflite",
+                              "--far", "2")
+    assert code == 2 and out == "" and "far must be a false-accept rate in (0, 1)" in err
+
+
 # --------------------------------------------------------------------------- a domain the model never saw
 
 
