@@ -1,9 +1,10 @@
 """Verification of a trained model on LFW-style pairs, for ``.keras`` and ``.tflite`` alike.
 
 Both paths crop with the runtime's code (``center_crop``, or detection + ``align_face`` when
-the model's metadata names a template), and score pairs by cosine similarity of the
-L2-normalised embeddings; a ``.tflite`` model runs through the runtime's ``Embedder``, i.e.
-exactly as on the device.
+the model's metadata names a template; an image without a detected face is left out with its
+pairs, as the device refuses it, unless ``no_face="center"``, and counted either way), and
+score pairs by cosine similarity of the L2-normalised embeddings; a ``.tflite`` model runs
+through the runtime's ``Embedder``, i.e. exactly as on the device.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 What is measured, and how (the decisions a reader of a report needs to trust it):
 
-* **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; folds 6-10 by default, the
-  project's rule) or pairs drawn reproducibly from a folder-per-identity dataset
+* **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; by default folds 6-10 of a
+  10-fold LFW pairs.txt, the project's rule, else every fold of the file as it is; JPEG, PNG
+  or PGM images) or pairs drawn reproducibly from a folder-per-identity dataset
   (``dataset=``: :func:`~edgeface_runtime._metrics.generate_pairs` with ``n_pairs``,
   ``seed`` and ``dataset_folds`` folds). The people evaluated must not have been trained
   on: ``training_card.json`` beside the Keras model (train and validation people) and the
@@ -11,7 +12,10 @@ What is measured, and how (the decisions a reader of a report needs to trust it)
   ``allow_overlap=True``.
 * **Crops.** Each image is cropped once per preprocessing (input size + alignment) with
   the training side's :class:`~edgeface._data.CropMaker` (``center_crop``, or BlazeFace +
-  ``align_face``), kept in memory, and every variant embeds the same crops.
+  ``align_face``), kept in memory, and every variant embeds the same crops. An image in which
+  BlazeFace finds no face is left out with its pairs, for every variant, as the device
+  refuses it (``no_face="center"``: centre-cropped instead); the notes and the settings
+  count them.
 * **Quality.** Cosine similarity of L2-normalised embeddings. Accuracy is the k-fold mean
   ± std over the protocol's folds (each fold's threshold chosen on the other folds); TAR at
   FAR 1e-3, EER and AUC over all pairs; cosine to the Keras model on every evaluation crop;
