@@ -360,6 +360,7 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
     ``calibration_fraction`` of ``data_dir``'s people (at least 2) held back from adaptation.
     Without it the model carries no threshold, and the card says so (``note``).
     """
+    from ._data import NO_FACE_REASON
     from ._modelio import save_model
 
     config = _config(config, overrides)
@@ -401,7 +402,8 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {**source_record, "metadata": source.metadata.to_dict()},
         "data": {**dataset.describe(), "identity_names": dataset.identities,
-                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped][:100],
+                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped
+                                      if r != NO_FACE_REASON][:100],
                  "no_face": no_face},
         "settings": settings,
         "result": record,

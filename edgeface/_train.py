@@ -350,8 +350,8 @@ class _Data:
 def _load_data(config: TrainConfig, preprocess) -> _Data:
     from edgeface_runtime._metrics import generate_pairs
 
-    from ._data import (CropMaker, decode_dataset, load_lfw, no_face_summary, scan_folder, scan_readable,
-                        split_identities)
+    from ._data import (NO_FACE_REASON, CropMaker, decode_dataset, load_lfw, no_face_summary, scan_folder,
+                        scan_readable, split_identities)
 
     eval_pairs: list = []
     if config.dataset == "lfw":
@@ -386,14 +386,17 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
         logger.info("%d images do not fit cache_bytes=%d: decoding them on every epoch", len(train), config.cache_bytes)
         train, train_crops = scan_readable(train, max_unreadable=config.max_unreadable), None
     if train.num_classes < 2 and config.label_loss_weight > 0:
+        no_face = (f"; {crop.no_face} image(s) had no detected face and were left out (if they already are aligned "
+                   "face crops, pass --no-face center, or train without --align)") if crop.no_face else ""
         raise ValueError(f"only {train.num_classes} person left to train on after the validation split and "
-                         "unreadable images; add people or lower val_fraction")
+                         f"unreadable images; add people or lower val_fraction{no_face}")
     describe = {
         **full.describe(),
         "train": {**train.describe(), "identity_names": train.identities},
         "validation": None if val is None else {**val.describe(), "identity_names": val.identities,
                                                 "pairs": len(val_pairs)},
-        "unreadable_files": [{"path": p, "reason": r} for p, r in train.skipped][:100],
+        "unreadable_files": [{"path": p, "reason": r} for p, r in train.skipped
+                             if r != NO_FACE_REASON][:100],
         "crop": "align_face (BlazeFace keypoints, arcface template)" if config.align else "center_crop",
     }
     if crop.align:
