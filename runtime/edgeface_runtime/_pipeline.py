@@ -212,8 +212,10 @@ class FaceVerifier:
         self.last_timings_ms = timings
         if not faces:
             raise NoFaceError(f"no face found in {_describe(image)} (minimum detector score "
-                              f"{self.detector.min_score if self.detector else 'n/a'}); use a frontal photo, "
-                              "or detect=False for images that are already face crops")
+                              f"{self.detector.min_score if self.detector else 'n/a'}); use a frontal photo. "
+                              "detect=False (--no-detect) is only for images that already are aligned face "
+                              "crops: on other photos its centre crop is no face the model knows, and strangers "
+                              "pass")
         return faces[0]
 
     def _embedding(self, item: Any, color_order: str) -> np.ndarray:
