@@ -129,8 +129,8 @@ def calibration_from_dataset(dataset: Any, preprocess: Preprocess, *, max_images
     if len(crops) < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"only {len(crops)} readable training images under {dataset.root}; pass --calibration DIR")
     if maker.no_face:
-        logger.warning("calibration: no face found in %d of %d training images; they are centre crops, as in "
-                       "training", maker.no_face, len(picks))
+        logger.warning("calibration: no face found in %d of %d training images; they are left out, as the device "
+                       "refuses them", maker.no_face, len(picks))
     return _split_held_out(to_model_input(crops, preprocess), f"{len(crops)} training images of {dataset.root}", bad)
 
 
@@ -276,13 +276,13 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
     if not source.is_file():
         raise ValueError(f"calibration pairs file {str(pairs_file)!r} not found; pass an LFW-format pairs file "
                          "(e.g. lfw/pairs.txt, with the images in lfw/lfw-deepfunneled/)")
-    pairs = read_pairs(source)
+    root = Path(image_root) if image_root is not None else _image_root(source)
+    pairs = read_pairs(source, image_root=root)
     if folds is not None:
         wanted = set(int(f) for f in folds)
         pairs = [p for p in pairs if p.fold in wanted]
         if not pairs:
             raise ValueError(f"{source} has no pairs in folds {sorted(wanted)}")
-    root = Path(image_root) if image_root is not None else _image_root(source)
     return _pair_set(pairs, root, preprocess, detector, max_unreadable, str(source),
                      sorted(set(int(f) for f in folds)) if folds is not None else None)
 
@@ -330,9 +330,15 @@ def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector
         crops, bad = load_crops([root / n for n in names], tuple(preprocess.input_size), max_unreadable=1.0,
                                 what="pair")
         bad = [(str(Path(p).relative_to(root)), r) for p, r in bad]
-    if len(bad) / len(names) > max_unreadable:
-        raise ValueError(f"{len(bad)} of {len(names)} images of {source} could not be read under {root} "
-                         f"(e.g. {bad[0][0]}: {bad[0][1]}); pass the folder holding them")
+    from edgeface.data import NO_FACE_REASON
+
+    unreadable = [b for b in bad if b[1] != NO_FACE_REASON]
+    if len(unreadable) / len(names) > max_unreadable:
+        raise ValueError(f"{len(unreadable)} of {len(names)} images of {source} could not be read under {root} "
+                         f"(e.g. {unreadable[0][0]}: {unreadable[0][1]}); pass the folder holding them")
+    if len(unreadable) < len(bad):
+        logger.warning("%d of %d calibration pair images have no detected face: their pairs are left out, as the "
+                       "device refuses them", len(bad) - len(unreadable), len(names))
     missing = {p for p, _ in bad}
     keep = [i for i, p in enumerate(pairs) if p.path_a not in missing and p.path_b not in missing]
     readable = [n for n in names if n not in missing]
@@ -344,10 +350,14 @@ def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector
 def _crop_all(names: Sequence[str], maker: Callable[[str], np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     from edgeface_runtime._errors import ImageDecodeError
 
+    from edgeface.data import NO_FACE_REASON, NoFaceDetected
+
     crops, bad = [], []
     for name in names:
         try:
             crops.append(maker(name))
+        except NoFaceDetected:  # readable, but the device would refuse it: its pairs are left out
+            bad.append((name, NO_FACE_REASON))
         except (ImageDecodeError, OSError, ValueError) as exc:
             bad.append((name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
     return (np.stack(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8)), bad

@@ -44,6 +44,10 @@ KSHOT_JSON = "kshot.json"
 KSHOT_MARKDOWN = "kshot.md"
 MIN_KSHOT_IDENTITIES = 4  # two to adapt on (a margin head needs two classes), two held out (impostor pairs)
 HEAD_LAYERS = ("embedding_dense", "embedding_bn")
+NO_THRESHOLD_NOTE = ("NO THRESHOLD: the adapted model carries no calibrated threshold (the source's no longer hold), "
+                     "so verify/identify refuse it until one is set: calibrate it on pairs of target people it was "
+                     "not adapted on (`edgeface evaluate MODEL --pairs ... --calibrate-far 1e-3`), at conversion "
+                     "(`edgeface convert --calibration-pairs`), or on the device (`edgeface calibrate -g GALLERY`)")
 
 
 @dataclass
@@ -73,6 +77,7 @@ class AdaptConfig:
     seed: int = 0
     max_unreadable: float = 0.05
     detector: str | None = None
+    no_face: str = "skip"  # aligned models: images without a detected face are left out ("center": centre-cropped)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AdaptConfig":
@@ -106,6 +111,9 @@ class AdaptConfig:
             raise ValueError(f"scale must be positive, got {self.scale!r}")
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin!r}")
+        if self.no_face not in ("skip", "center"):
+            raise ValueError(f"no_face must be 'skip' (leave images without a detected face out, as the device "
+                             f"refuses them) or 'center' (centre-crop them); got {self.no_face!r}")
         if not self.anchor_weight >= 0:
             raise ValueError(f"anchor_weight must be >= 0 (0 disables the pull towards the source), "
                              f"got {self.anchor_weight!r}")
@@ -157,13 +165,16 @@ def _load_source(model_path: str | Path) -> _Source:
 
 
 def _decode(data_dir: str | Path, metadata: ModelMetadata, config: AdaptConfig):
-    from ._data import CropMaker, decode_dataset, scan_folder
+    """``(dataset, crops, no_face summary or None)``: images without a detected face are left out
+    (``config.no_face="skip"``) or centre-cropped ("center"), and counted either way."""
+    from ._data import CropMaker, decode_dataset, no_face_summary, scan_folder
 
     dataset = scan_folder(data_dir)
     preprocess = metadata.preprocess
     crop = CropMaker(dataset.root, preprocess.input_size, align=preprocess.alignment,
-                     detector=config.detector)
-    return decode_dataset(dataset, crop, max_unreadable=config.max_unreadable)
+                     detector=config.detector, no_face=config.no_face)
+    kept, crops = decode_dataset(dataset, crop, max_unreadable=config.max_unreadable)
+    return kept, crops, no_face_summary(crop, len(dataset))
 
 
 def _fresh_copy(source: _Source):
@@ -332,31 +343,57 @@ def _config(config: AdaptConfig | Mapping[str, Any] | None, overrides: Mapping[s
 
 
 def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/adapt",
-          config: AdaptConfig | Mapping[str, Any] | None = None, **overrides: Any) -> AdaptResult:
+          config: AdaptConfig | Mapping[str, Any] | None = None, *,
+          calibrate_far: float | Sequence[float] | None = None,
+          calibration_data: str | Path | None = None, calibration_fraction: float = 0.25,
+          **overrides: Any) -> AdaptResult:
     """Adapt ``model_path`` (a ``model.keras`` from ``edgeface train``) to the people in ``data_dir``.
 
     ``data_dir`` holds one sub-folder of images per person (grayscale images become three
-    channels). Writes ``out/model.keras`` (metadata inside: the source's preprocessing, no
-    thresholds, since the source's no longer hold; ``extra`` records the source's sha256 and
-    the settings) and ``out/adaptation_card.json``. ``overrides`` replace fields of ``config``.
+    channels). Writes ``out/model.keras`` (metadata inside: the source's preprocessing;
+    ``extra`` records the source's sha256 and the settings) and ``out/adaptation_card.json``.
+    ``overrides`` replace fields of ``config``.
+
+    Thresholds: the source's no longer hold. With ``calibrate_far`` (one FAR or several) the
+    adapted model is calibrated on the different-person pairs of target people it was *not*
+    adapted on: ``calibration_data`` (a folder of other target people), else a seeded
+    ``calibration_fraction`` of ``data_dir``'s people (at least 2) held back from adaptation.
+    Without it the model carries no threshold, and the card says so (``note``).
     """
+    from ._data import NO_FACE_REASON
     from ._modelio import save_model
 
     config = _config(config, overrides)
+    fars = _calibration_fars(calibrate_far)
     started = time.monotonic()
     source = _load_source(model_path)
-    dataset, crops = _decode(data_dir, source.metadata, config)
+    dataset, crops, no_face = _decode(data_dir, source.metadata, config)
     if dataset.num_classes < 2:
         raise ValueError(f"{data_dir} holds {dataset.num_classes} person; adaptation needs at least 2 people "
                          "(one sub-folder of images per person)")
+    calibration_set = None
+    if fars and calibration_data is not None:
+        calibration_set = _decode(calibration_data, source.metadata, config)[:2]
+        shared = sorted(set(calibration_set[0].identities) & set(dataset.identities))
+        if shared:
+            raise ValueError(f"calibration_data shares people with data_dir ({', '.join(shared[:5])}); calibrate on "
+                             "target people the model is not adapted on")
+    elif fars:
+        dataset, crops, calibration_set = _hold_back(dataset, crops, calibration_fraction, config.seed)
     model = source.model  # adapted in place: nothing else uses it
     record = _fine_tune(model, source.metadata, crops, dataset.labels, config)
+    thresholds, calibration = {}, None
+    if fars:
+        thresholds, calibration = _calibrate_adapted(model, source.metadata, *calibration_set, fars,
+                                                     "calibration_data" if calibration_data is not None
+                                                     else f"{len(calibration_set[0].identities)} people of the "
+                                                          "data held back from adaptation")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector", "no_face")}
     source_record = {"path": str(source.path), "sha256": source.sha256, "name": source.metadata.name}
     metadata = dataclasses.replace(
-        source.metadata, thresholds={}, fingerprint="", name=f"{source.metadata.name or 'model'}-adapted",
+        source.metadata, thresholds=thresholds, fingerprint="", name=f"{source.metadata.name or 'model'}-adapted",
         extra={**dict(source.metadata.extra or {}), "adaptation_card": CARD_NAME,
                "adapted_from": source_record, "adaptation": settings})
     model_path_out = save_model(model, out_dir / MODEL_NAME, metadata)
@@ -365,15 +402,74 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {**source_record, "metadata": source.metadata.to_dict()},
         "data": {**dataset.describe(), "identity_names": dataset.identities,
-                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped][:100]},
+                 "unreadable_files": [{"path": p, "reason": r} for p, r in dataset.skipped
+                                      if r != NO_FACE_REASON][:100],
+                 "no_face": no_face},
         "settings": settings,
         "result": record,
-        "note": "thresholds were dropped: calibrate the adapted model with `edgeface evaluate --calibrate-far` or at "
-                "conversion (`edgeface convert --calibration-pairs`)",
+        "thresholds": {str(far): value for far, value in thresholds.items()},
+        "calibration": calibration,
+        "note": NO_THRESHOLD_NOTE if not thresholds else (
+            "thresholds calibrated on different-person pairs of target people the model was not adapted on "
+            "(see calibration)"),
         "wall_time_seconds": round(time.monotonic() - started, 1),
     }
     card_path = atomic_write_text(out_dir / CARD_NAME, json.dumps(card, indent=1, default=_json_default))
     return AdaptResult(out_dir, model_path_out, card_path, card)
+
+
+def _calibration_fars(value: float | Sequence[float] | None) -> list[float]:
+    if value is None:
+        return []
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    fars = [float(far) for far in values]
+    bad = [far for far in fars if not 0.0 < far < 1.0]
+    if bad:
+        raise ValueError(f"calibrate_far must be false-accept rates in (0, 1) such as 1e-3, got {bad}")
+    return sorted(set(fars))
+
+
+def _hold_back(dataset, crops: np.ndarray, fraction: float, seed: int):
+    """Split off a seeded ``fraction`` of the people (at least 2) for calibration.
+
+    Returns ``(rest, rest crops, (held, held crops))``."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {fraction!r}")
+    n = dataset.num_classes
+    held = min(max(2, int(round(fraction * n))), n - 2)
+    if held < 2:
+        raise ValueError(f"{dataset.root} holds {n} people: calibrating the adapted model needs 2 of them held back "
+                         "and 2 to adapt on; add people, or pass calibration_data (--calibration-data)")
+    order = np.random.default_rng([seed, 13]).permutation(n)
+    held_names = sorted(dataset.identities[i] for i in order[:held])
+    rows = np.isin(np.array(dataset.identities)[dataset.labels], held_names)
+    rest = dataset.select(np.flatnonzero(~rows))
+    held_set = dataset.select(np.flatnonzero(rows))
+    return rest, crops[~rows], (held_set, crops[rows])
+
+
+def _calibrate_adapted(model, metadata: ModelMetadata, held, held_crops: np.ndarray, fars: Sequence[float],
+                       where: str) -> tuple[dict[float, float], dict[str, Any]]:
+    """Thresholds of the adapted model at ``fars`` on every different-person pair of ``held``."""
+    from edgeface_runtime import cross_person_scores
+    from edgeface_runtime.metrics import calibrate_threshold
+
+    if held.num_classes < 2:
+        raise ValueError(f"calibrating the adapted model needs 2+ people in the calibration set, "
+                         f"got {held.num_classes}")
+    labels = [held.identities[i] for i in held.labels]
+    impostors, sampled = cross_person_scores(_embed(model, held_crops, metadata), labels)
+    n = int(impostors.size)
+    thresholds = {far: float(calibrate_threshold(impostors, far)) for far in fars}
+    weak = [far for far in fars if far < 3.0 / n]
+    record = {"people": held.num_classes, "images": len(held), "identity_names": list(held.identities),
+              "source": where, "impostor_pairs": n, "sampled": sampled, "min_supported_far": 3.0 / n,
+              "thresholds": [{"far": far, "threshold": t} for far, t in thresholds.items()]}
+    if weak:
+        record["warning"] = (f"only {n} impostor pairs back FAR {', '.join(f'{f:g}' for f in weak)}: at least "
+                             f"{int(np.ceil(3.0 / min(weak)))} are needed (rule of three); calibrate on more people")
+        logger.warning("adapted model: %s", record["warning"])
+    return thresholds, record
 
 
 def _json_default(value: Any) -> Any:
@@ -473,14 +569,17 @@ def _verification(model, crops: np.ndarray, paths: Sequence[str], pairs: Sequenc
     from ._evaluate import pair_scores
 
     _, scores, labels, folds = pair_scores(pairs, paths, _embed(model, crops, metadata))
-    report = verification_report(scores, labels, folds=folds, fars=(1e-2,))
+    # A one-fold pairs file (--test-pairs) gets 10 folds cut from it for the threshold choice.
+    cut = max(2, min(10, len(scores) // 2))
+    report = verification_report(scores, labels, folds=folds if len(np.unique(folds)) > 1 else cut, fars=(1e-2,))
     return {"accuracy": report["accuracy"]["mean"], "accuracy_std_over_folds": report["accuracy"]["std"],
             "auc": report["auc"], "eer": report["eer"]["eer"], "tar_at_far_1e-2": report["tar_at_far"][0]["tar"]}
 
 
 def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequence[int] = (1, 3, 5),
                      seeds: Sequence[int] = (0, 1, 2), config: AdaptConfig | Mapping[str, Any] | None = None, *,
-                     held_out_fraction: float = 0.5, n_pairs: int = 600, **overrides: Any) -> dict[str, Any]:
+                     held_out_fraction: float = 0.5, n_pairs: int = 600, test_data: str | Path | None = None,
+                     test_pairs: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
     """Verification on held-out target people before vs after k-shot adaptation, per k and seed.
 
     For each seed: split the people (:func:`kshot_split`), draw balanced pairs of the held-out
@@ -489,6 +588,11 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
     (:func:`kshot_indices`) and score it on the same pairs. Accuracy is k-fold (threshold
     chosen on the other folds). ``summary`` gives mean ± std over seeds. Each seed sets the
     split, the pairs, the k images and the adaptation's own randomness (``config.seed`` is not used).
+
+    With ``test_data`` (a folder of *other* target people, one sub-folder each) every person of
+    ``data_dir`` is adapted on and the scores come from ``test_data`` instead: pairs drawn from
+    it per seed, or the pairs of ``test_pairs`` (an LFW-format pairs file over ``test_data``'s
+    images, its folds as they are). People in both folders are refused.
     """
     config = _config(config, overrides)
     shots = _check_shots(shots)
@@ -497,15 +601,22 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
         raise ValueError("give at least one seed")
     started = time.monotonic()
     source = _load_source(model_path)
-    dataset, crops = _decode(data_dir, source.metadata, config)
-    check_kshot_dataset(dataset, shots)
+    dataset, crops, no_face = _decode(data_dir, source.metadata, config)
+    test = _test_set(test_data, test_pairs, dataset, shots, source.metadata, config)
+    if test is None:
+        check_kshot_dataset(dataset, shots)
     runs = []
     for seed in seeds:
-        adapt_people, held_people = kshot_split(dataset, seed, held_out_fraction)
-        held = dataset.subset(held_people)
-        held_rows = np.flatnonzero(np.isin(np.array(dataset.identities)[dataset.labels], held_people))
-        held_crops, held_paths = crops[held_rows], [dataset.paths[i] for i in held_rows]
-        pairs, pair_info = _held_out_pairs(held, n_pairs, seed)
+        if test is None:
+            adapt_people, held_people = kshot_split(dataset, seed, held_out_fraction)
+            held = dataset.subset(held_people)
+            held_rows = np.flatnonzero(np.isin(np.array(dataset.identities)[dataset.labels], held_people))
+            held_crops, held_paths = crops[held_rows], [dataset.paths[i] for i in held_rows]
+            pairs, pair_info = _held_out_pairs(held, n_pairs, seed)
+        else:
+            adapt_people, held_people = list(dataset.identities), list(test["dataset"].identities)
+            held_crops, held_paths = test["crops"], test["dataset"].paths
+            pairs, pair_info = test["pairs"] or _held_out_pairs(test["dataset"], n_pairs, seed)
         before = _verification(source.model, held_crops, held_paths, pairs, source.metadata)
         for k in shots:
             chosen = kshot_indices(dataset, adapt_people, k, seed)
@@ -523,11 +634,52 @@ def kshot_evaluation(model_path: str | Path, data_dir: str | Path, shots: Sequen
     return {
         "format": "edgeface-kshot/1",
         "model": str(source.path), "model_sha256": source.sha256, "data": str(dataset.root),
-        "dataset": dataset.describe(), "shots": shots, "seeds": seeds, "held_out_fraction": held_out_fraction,
-        "settings": {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector")},
+        "dataset": dataset.describe(), "no_face": no_face,
+        "test": None if test is None else test["describe"], "test_no_face": None if test is None else test["no_face"],
+        "shots": shots, "seeds": seeds, "held_out_fraction": held_out_fraction,
+        "settings": {k: v for k, v in config.to_dict().items() if k not in ("max_unreadable", "detector", "no_face")},
         "summary": _summarise(runs, shots), "runs": runs,
         "wall_time_seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _test_set(test_data, test_pairs, dataset, shots: Sequence[int], metadata: ModelMetadata,
+              config: AdaptConfig) -> dict[str, Any] | None:
+    """The separate test people of a k-shot evaluation (None: split ``dataset`` instead)."""
+    if test_data is None:
+        if test_pairs is not None:
+            raise ValueError("test_pairs (--test-pairs) needs test_data (--test-data): the folder its images are in")
+        return None
+    shots = _check_shots(shots)
+    if dataset.num_classes < 2:
+        raise ValueError(f"{dataset.root} holds {dataset.num_classes} person; adaptation needs at least 2")
+    counts = dataset.counts()
+    if max(shots) > counts.min():
+        name = dataset.identities[int(np.argmin(counts))]
+        raise ValueError(f"k={max(shots)} images per person, but {name!r} has only {int(counts.min())} (the fewest in "
+                         f"{dataset.root}); choose k <= {int(counts.min())}")
+    test, test_crops, no_face = _decode(test_data, metadata, config)
+    shared = sorted(set(test.identities) & set(dataset.identities))
+    if shared:
+        raise ValueError(f"test_data shares {len(shared)} people with the adaptation data ({', '.join(shared[:5])}); "
+                         "score adaptation on people it never saw")
+    pairs = None
+    if test_pairs is not None:
+        from edgeface_runtime.metrics import read_pairs
+
+        from ._evaluate import pair_scores
+
+        listed = read_pairs(test_pairs, image_root=test.root)
+        usable, _, labels, folds = pair_scores(listed, test.paths, np.zeros((len(test), 1), np.float32))
+        if not labels.any() or labels.all():
+            raise ValueError(f"{test_pairs}: the pairs whose images were read ({len(usable)} of {len(listed)}) need "
+                             "both same-person and different-person pairs")
+        pairs = (usable, {"pairs": len(usable), "pairs_file": str(test_pairs), "pairs_listed": len(listed),
+                          "folds": int(len(np.unique(folds))), "folds_share_people": None})
+    elif test.num_classes < 2 or int(np.count_nonzero(test.counts() >= 2)) < 2:
+        raise ValueError(f"{test_data}: test pairs need at least 2 people with 2+ images each")
+    return {"dataset": test, "crops": test_crops, "no_face": no_face, "pairs": pairs,
+            "describe": {**test.describe(), "pairs_file": str(test_pairs) if test_pairs is not None else None}}
 
 
 def _mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -556,7 +708,8 @@ def kshot_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"k-shot adaptation of `{Path(report['model']).name}` on `{report['data']}`: "
         f"{len(first.get('adaptation_people', []))} adaptation / {len(first.get('held_out_people', []))} held-out "
-        f"people, {first.get('pairs', '?')} held-out pairs, {len(report['seeds'])} seed(s) "
+        f"people{' (separate test data: ' + str(report['test']['root']) + ')' if report.get('test') else ''}, "
+        f"{first.get('pairs', '?')} held-out pairs, {len(report['seeds'])} seed(s) "
         f"(mean ± std over seeds; accuracy with the threshold chosen on the other folds).",
         "",
         "| shots | accuracy before | accuracy after | change (points) | AUC before | AUC after | EER before "
@@ -568,6 +721,10 @@ def kshot_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {row['k']} | {pct(acc['before'])} | {pct(acc['after'])} | {signed(acc['change'])} | "
                      f"{auc['before']['mean']:.3f} | {auc['after']['mean']:.3f} | {pct(eer['before'])} | "
                      f"{pct(eer['after'])} |")
+    for what, summary in (("data", report.get("no_face")), ("test data", report.get("test_no_face"))):
+        if summary:
+            lines += ["", f"No face detected in {summary['no_face']} of {summary['images']} {what} images: "
+                          f"{summary['meaning']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -42,18 +42,34 @@ def adapt_command(
                                         "(writes kshot.json and kshot.md)."),
     seeds: int = typer.Option(3, help="Splits of the k-shot evaluation (seeds --seed, --seed+1, ...), averaged."),
     pairs: int = typer.Option(600, help="Verification pairs of held-out people per split (at most)."),
-    held_out: float = typer.Option(0.5, help="Fraction of the people held out in the k-shot evaluation."),
+    held_out: float = typer.Option(0.5, help="Fraction of the people held out in the k-shot evaluation (without "
+                                             "--test-data)."),
+    test_data: Optional[Path] = typer.Option(None, help="With --kshot: score on these other target people (one "
+                                                        "sub-folder each) and adapt on every person of --data."),
+    test_pairs: Optional[Path] = typer.Option(None, help="With --test-data: the pairs to score (LFW format over "
+                                                         "--test-data's images; JPEG, PNG or PGM)."),
+    calibrate_far: Optional[List[float]] = typer.Option(
+        None, help="Calibrate the adapted model at this FAR (repeatable) on target people it is not adapted on: "
+                   "--calibration-data, else a quarter of --data's people held back. Without it the model carries "
+                   "NO threshold."),
+    calibration_data: Optional[Path] = typer.Option(None, help="Target people (one sub-folder each, not in --data) "
+                                                               "for --calibrate-far."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
+    no_face: str = typer.Option("skip", help="Images in which the detector finds no face (aligned models): 'skip' "
+                                             "leaves them out, as the device refuses them (default); 'center' "
+                                             "centre-crops them. Counted in the output and the cards."),
     verbose: bool = VERBOSE,
     quiet: bool = QUIET,
 ) -> None:
     """Adapt a model to a target domain (camera, lighting, grayscale) from a few images per person."""
+    from .cli import no_face_line
+
     setup_logging(verbose, quiet)
     model = pick_model(model, model_option)
     shots = _parse_shots(kshot)
     overrides = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
                  "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
-                 "seed": seed, "detector": str(detector) if detector else None}
+                 "seed": seed, "detector": str(detector) if detector else None, "no_face": no_face}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not augment:
         overrides["augment"] = None
@@ -63,11 +79,27 @@ def adapt_command(
 
     if shots is not None:
         report = kshot_evaluation(model, data, shots, seeds=range(seed, seed + seeds), held_out_fraction=held_out,
-                                  n_pairs=pairs, **overrides)
+                                  n_pairs=pairs, test_data=test_data, test_pairs=test_pairs, **overrides)
         json_path, md_path = write_kshot_report(report, out)
-    result = adapt(model, data, out, **overrides)
+    elif test_data is not None or test_pairs is not None:
+        raise ValueError("--test-data and --test-pairs score a k-shot evaluation: add --kshot (e.g. --kshot 1,3,5)")
+    result = adapt(model, data, out, calibrate_far=calibrate_far or None, calibration_data=calibration_data,
+                   **overrides)
     if shots is not None:
         typer.echo(kshot_markdown(report))
         typer.echo(f"k-shot report: {md_path} and {json_path}")
+    line = no_face_line(result.card["data"].get("no_face"))
+    if line:
+        typer.echo(f"adaptation data: {line}")
     typer.echo(f"adapted model: {result.model_path}")
     typer.echo(f"adaptation card: {result.card_path}")
+    calibration = result.card.get("calibration")
+    if calibration:
+        for item in calibration["thresholds"]:
+            typer.echo(f"threshold {item['threshold']:.6f} at FAR {item['far']:g}, calibrated on "
+                       f"{calibration['impostor_pairs']} different-person pairs of {calibration['people']} target "
+                       f"people not adapted on ({calibration['source']})")
+        if calibration.get("warning"):
+            typer.echo(f"warning: {calibration['warning']}", err=True)
+    if not result.card.get("thresholds"):
+        typer.echo(f"WARNING: {result.card['note']}", err=True)

@@ -28,6 +28,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".w
 DEFAULT_MAX_UNREADABLE = 0.05
 DEFAULT_CACHE_BYTES = 4 << 30
 LFW_IMAGE_DIRS = ("lfw-deepfunneled", "lfw")
+# What aligned cropping does with an image in which the detector finds no face. "skip" leaves it
+# out, as the device refuses it (`edgeface verify` raises NoFaceError), so a measured accuracy only
+# covers images the device would accept; "center" keeps it as a centre crop, which is only a face
+# when the image already is a face crop (and was the silent behaviour before issue 21).
+NO_FACE_POLICIES = ("skip", "center")
+DEFAULT_NO_FACE = "skip"
+
+
+class NoFaceDetected(Exception):
+    """Raised by a :class:`CropMaker` with ``no_face="skip"`` for an image without a detected face.
+
+    Deliberately not a ValueError: callers that skip unreadable images (ValueError, OSError)
+    must count these apart, since they are readable and only the device would refuse them.
+    """
 
 
 @dataclass
@@ -39,7 +53,8 @@ class FaceDataset:
     paths: list[str]
     labels: np.ndarray
     source: str = "folder"
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable images
+    # (path, reason): unreadable images, and images without a detected face (reason NO_FACE_REASON)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int32)
@@ -89,7 +104,8 @@ class FaceDataset:
             "images_per_identity": {"min": int(counts.min()) if len(counts) else 0,
                                     "max": int(counts.max()) if len(counts) else 0,
                                     "mean": float(counts.mean()) if len(counts) else 0.0},
-            "unreadable": len(self.skipped),
+            "unreadable": sum(1 for _, reason in self.skipped if reason != NO_FACE_REASON),
+            "no_face_skipped": sum(1 for _, reason in self.skipped if reason == NO_FACE_REASON),
         }
 
 
@@ -202,18 +218,25 @@ def split_identities(dataset: FaceDataset, val_fraction: float, seed: int) -> tu
 class CropMaker:
     """Path → uint8 RGB crop at ``input_size``: ``center_crop``, or detection + ``align_face``."""
 
-    def __init__(self, root: str, input_size: Sequence[int], *, align: bool | str = False, detector: Any = None):
+    def __init__(self, root: str, input_size: Sequence[int], *, align: bool | str = False, detector: Any = None,
+                 no_face: str = DEFAULT_NO_FACE):
         """``align``: False or "none" (centre crops), True ("arcface") or the name of an alignment
         template (a ``Preprocess.alignment``, e.g. "dlib"). ``detector``: a runtime ``FaceDetector``,
         the path of a BlazeFace ``.tflite``, or None for the runtime's default (its download cache,
-        ``$EDGEFACE_CACHE``)."""
+        ``$EDGEFACE_CACHE``). ``no_face`` (aligned crops only): "skip" raises :class:`NoFaceDetected`
+        for an image without a detected face, as the device refuses it; "center" centre-crops it.
+        Either way ``no_face_count`` counts them and ``no_face_paths`` lists them."""
+        if no_face not in NO_FACE_POLICIES:
+            raise ValueError(f"no_face must be one of {NO_FACE_POLICIES}, got {no_face!r}")
         self.root = root
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.template = "arcface" if align is True else ("none" if align in (False, None, "none") else str(align))
         self.align = self.template != "none"
         self._detector = detector
         self._lock = threading.Lock()
-        self.no_face = 0
+        self.no_face_policy = no_face
+        self.no_face = 0  # images without a detected face (kept as centre crops or skipped, per the policy)
+        self.no_face_paths: list[str] = []
 
     def __call__(self, relative_path: str) -> np.ndarray:
         from edgeface_runtime._align import align_face, center_crop
@@ -223,9 +246,12 @@ class CropMaker:
         if not self.align:
             return center_crop(rgb, self.input_size)
         face = self._largest_face(rgb)
-        if face is None:  # keep the image: a centre crop of a face crop beats losing it
+        if face is None:
             with self._lock:
                 self.no_face += 1
+                self.no_face_paths.append(relative_path)
+            if self.no_face_policy == "skip":
+                raise NoFaceDetected(f"no face detected in {relative_path}")
             return center_crop(rgb, self.input_size)
         return align_face(rgb, face.keypoints, self.input_size, self.template)
 
@@ -253,6 +279,8 @@ def decode_dataset(dataset: FaceDataset, crop: Callable[[str], np.ndarray], *,
     def one(path: str):
         try:
             return crop(path), None
+        except NoFaceDetected:
+            return None, NO_FACE_REASON
         except (ImageDecodeError, OSError, ValueError) as exc:
             return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -260,10 +288,11 @@ def decode_dataset(dataset: FaceDataset, crop: Callable[[str], np.ndarray], *,
     crops: list[np.ndarray] = []
     keep: list[int] = []
     skipped: list[tuple[str, str]] = []
+    no_face: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow releases the GIL while decoding
         for i, (array, reason) in enumerate(pool.map(one, dataset.paths, chunksize=16)):
             if array is None:
-                skipped.append((dataset.paths[i], reason or "unreadable"))
+                (no_face if reason == NO_FACE_REASON else skipped).append((dataset.paths[i], reason or "unreadable"))
             else:
                 crops.append(array)
                 keep.append(i)
@@ -272,10 +301,30 @@ def decode_dataset(dataset: FaceDataset, crop: Callable[[str], np.ndarray], *,
     check_unreadable(len(skipped), len(dataset), max_unreadable, skipped)
     if skipped:
         logger.warning("skipped %d unreadable image(s) of %d, e.g. %s: %s", len(skipped), len(dataset), *skipped[0])
+    if no_face:
+        logger.warning("skipped %d of %d image(s) without a detected face, as the device would refuse them "
+                       "(e.g. %s)", len(no_face), len(dataset), no_face[0][0])
     kept = dataset.select(keep)
-    kept.skipped = list(dataset.skipped) + skipped
+    kept.skipped = list(dataset.skipped) + skipped + no_face
     array = np.stack(crops) if crops else np.zeros((0, 1, 1, 3), np.uint8)
     return kept, array
+
+
+NO_FACE_REASON = "no face detected"
+
+
+def no_face_summary(maker: Any, total: int, *, since: int = 0) -> dict[str, Any] | None:
+    """What a :class:`CropMaker` did with images without a detected face, for outputs and cards
+    (None when it did not align, so no detector ran). ``since``: count only the images it met
+    after it had met that many (a maker shared between several sets of images)."""
+    if not getattr(maker, "align", False):
+        return None
+    policy = maker.no_face_policy
+    found = list(maker.no_face_paths[since:])
+    return {"images": int(total), "no_face": len(found), "policy": policy,
+            "meaning": ("left out, as the device refuses them" if policy == "skip"
+                        else "centre-cropped and kept (--no-face center)"),
+            "examples": found[:10]}
 
 
 def check_unreadable(bad: int, total: int, max_fraction: float, examples: Sequence[tuple[str, str]] = ()) -> None:
@@ -479,6 +528,13 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
 def _safe_crop(crop: Callable[[str], np.ndarray], path: str, size: tuple[int, int]) -> np.ndarray:
     try:
         return crop(path)
+    except NoFaceDetected:
+        # Decoded on every epoch (too large to cache): nothing was detected in advance, so the
+        # image cannot be dropped from the epoch any more; a centre crop it is, counted.
+        from edgeface_runtime._align import center_crop
+        from edgeface_runtime._images import load_image
+
+        return center_crop(load_image(os.path.join(getattr(crop, "root", ""), path)), size)
     except Exception:  # scanned readable but failed to decode: never stop a long run for one image
         logger.warning("could not decode %s during training; using a black image", path, exc_info=True)
         return np.zeros((*size, 3), np.uint8)

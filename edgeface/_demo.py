@@ -204,7 +204,8 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     from ._data import load_lfw, lfw_image_root
 
     train_people, _ = load_lfw(lfw)
-    crop = CropMaker(str(lfw_image_root(lfw)), config.input_size, align=True, detector=detector)
+    # Quantization's representative images, not a measurement: a centre crop of a no-face image is fine.
+    crop = CropMaker(str(lfw_image_root(lfw)), config.input_size, align=True, detector=detector, no_face="center")
     calibration = _write_calibration_crops(train_people, crop, out / "calibration", plan["calibration_images"],
                                            options.seed)
     eval_pairs = write_eval_pairs(lfw, out / "pairs_folds_6-10.txt")

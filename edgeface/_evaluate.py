@@ -1,9 +1,10 @@
 """Verification of a trained model on LFW-style pairs, for ``.keras`` and ``.tflite`` alike.
 
 Both paths crop with the runtime's code (``center_crop``, or detection + ``align_face`` when
-the model's metadata names a template), and score pairs by cosine similarity of the
-L2-normalised embeddings; a ``.tflite`` model runs through the runtime's ``Embedder``, i.e.
-exactly as on the device.
+the model's metadata names a template; an image without a detected face is left out with its
+pairs, as the device refuses it, unless ``no_face="center"``, and counted either way), and
+score pairs by cosine similarity of the L2-normalised embeddings; a ``.tflite`` model runs
+through the runtime's ``Embedder``, i.e. exactly as on the device.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 from edgeface_runtime._metadata import ModelMetadata, Preprocess
 
-from ._data import DEFAULT_MAX_UNREADABLE, CropMaker, check_unreadable
+from ._data import (DEFAULT_MAX_UNREADABLE, DEFAULT_NO_FACE, NO_FACE_REASON, CropMaker, NoFaceDetected,
+                    check_unreadable, no_face_summary)
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +37,26 @@ def _decode_pair_images(pairs: Sequence[Any], image_root: str, crop: Callable[[s
     def one(path: str):
         try:
             return crop(path), None
+        except NoFaceDetected:
+            return None, NO_FACE_REASON
         except (ImageDecodeError, OSError, ValueError) as exc:
             return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-    crops, skipped = {}, []
+    crops, skipped, no_face = {}, [], []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for path, (array, reason) in zip(unique, pool.map(one, unique, chunksize=16)):
             if array is None:
-                skipped.append((path, reason or "unreadable"))
+                (no_face if reason == NO_FACE_REASON else skipped).append((path, reason or "unreadable"))
             else:
                 crops[path] = array
     check_unreadable(len(skipped), len(unique), max_unreadable, skipped)
     if skipped:
         logger.warning("%d of %d pair images could not be read; their pairs are left out", len(skipped), len(unique))
-    return crops, skipped
+    if no_face:
+        logger.warning("%d of %d pair images have no detected face; their pairs are left out, as the device "
+                       "would refuse them (pass no_face='center' to centre-crop them instead)", len(no_face),
+                       len(unique))
+    return crops, skipped + no_face
 
 
 def pair_scores(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray
@@ -69,10 +77,13 @@ def pair_scores(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarr
 def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarray], np.ndarray],
                 preprocess: Preprocess, *, folds: Iterable[int] | None = None, fars: Sequence[float] = DEFAULT_FARS,
                 max_unreadable: float = DEFAULT_MAX_UNREADABLE, crop: Callable[[str], np.ndarray] | None = None,
-                ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+                no_face: str = DEFAULT_NO_FACE) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Embed the pairs' images (``embed``: (N, h, w, 3) uint8 crops → (N, D) unit vectors).
 
-    Returns ``(verification_report, scores, labels)`` over the pairs whose images could be read.
+    Returns ``(verification_report, scores, labels)`` over the pairs whose images could be read
+    and, for aligned models, had a detected face (``no_face="skip"``, as the device) — or all
+    readable ones with ``no_face="center"``. The report counts both: ``skipped_images``,
+    ``skipped_pairs`` and ``no_face`` (images without a face, the policy and examples).
     """
     from edgeface_runtime._metrics import verification_report
 
@@ -81,7 +92,9 @@ def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarr
         pairs = [p for p in pairs if p.fold in wanted]
     if not pairs:
         raise ValueError(f"no pairs to evaluate (folds {sorted(wanted) if folds is not None else 'all'})")
-    crop = crop or CropMaker(image_root, preprocess.input_size, align=preprocess.alignment)
+    crop = crop or CropMaker(image_root, preprocess.input_size, align=preprocess.alignment, no_face=no_face)
+    # The crop maker may be shared (train crops its training images with it too): count only these.
+    no_face_before = len(getattr(crop, "no_face_paths", []))
     crops, skipped = _decode_pair_images(pairs, image_root, crop, max_unreadable)
     paths = sorted(crops)
     usable, scores, labels, fold_ids = pair_scores(pairs, paths, embed(np.stack([crops[p] for p in paths])))
@@ -89,11 +102,24 @@ def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarr
     report = verification_report(scores, labels, folds=fold_ids if n_folds > 1 else 10, fars=fars)
     report["skipped_images"] = len(skipped)
     report["skipped_pairs"] = len(pairs) - len(usable)
+    unique = len({p.path_a for p in pairs} | {p.path_b for p in pairs})
+    report["no_face"] = no_face_summary(crop, unique, since=no_face_before)
     return report, scores, labels
 
 
-def _select_folds(pairs: Sequence[Any], folds: Iterable[int] | None, source: str) -> tuple[list, list[int] | None]:
+AUTO_FOLDS = "auto"
+
+
+def _select_folds(pairs: Sequence[Any], folds: Iterable[int] | str | None, source: str
+                  ) -> tuple[list, list[int] | None]:
+    """The pairs of ``folds`` (1-based; None: all). ``"auto"``: folds 6-10 of a 10-fold file
+    (LFW's pairs.txt, the project's evaluation rule), else every fold the file has, as it is
+    (e.g. a file that holds only LFW's folds 6-10, or pairs over another dataset)."""
     present = sorted({p.fold for p in pairs})
+    if isinstance(folds, str):
+        if folds != AUTO_FOLDS:
+            raise ValueError(f"folds must be 'auto', None (all) or fold numbers, got {folds!r}")
+        folds = (6, 7, 8, 9, 10) if present == list(range(1, 11)) else None
     if folds is None:
         return list(pairs), None
     wanted = sorted({int(f) for f in folds})
@@ -108,7 +134,7 @@ def evaluate(
     model_path: str | os.PathLike,
     pairs_path: str | os.PathLike,
     image_root: str | os.PathLike,
-    folds: Iterable[int] | None = (6, 7, 8, 9, 10),
+    folds: Iterable[int] | str | None = AUTO_FOLDS,
     calibrate_far: float | Sequence[float] | None = None,
     *,
     fars: Sequence[float] = DEFAULT_FARS,
@@ -116,16 +142,21 @@ def evaluate(
     num_threads: int | None = None,
     max_unreadable: float = DEFAULT_MAX_UNREADABLE,
     detector: str | os.PathLike | None = None,
+    no_face: str = DEFAULT_NO_FACE,
 ) -> dict[str, Any]:
     """Verification report of a ``.keras`` or ``.tflite`` model on an LFW-style pairs file.
 
-    ``folds`` (1-based; None: all) picks the pairs; accuracy is cross-validated across them
+    ``folds`` (1-based; None: all; "auto": 6-10 of a 10-fold LFW pairs.txt, else all the
+    file's folds, as they are) picks the pairs; the pairs' images may be JPEG, PNG, PGM, ...
+    (see ``read_pairs``); accuracy is cross-validated across them
     (the project's rule: folds 6-10). With ``calibrate_far`` the threshold at that false-
     accept rate (one or several) is computed on these pairs' impostor scores and written
     into the model's metadata (``.tflite``: ``write_metadata``; ``.keras``: its
     ``edgeface.json``), replacing thresholds at the same FAR. A model whose metadata names
     an alignment template gets detected and aligned crops (``detector``: a BlazeFace
-    ``.tflite``; default: the runtime's cached one).
+    ``.tflite``; default: the runtime's cached one); ``no_face`` says what happens to an image
+    in which it finds no face: "skip" (default) leaves its pairs out, as the device refuses
+    it; "center" centre-crops it. The report's ``no_face`` counts them either way.
     """
     from edgeface_runtime._metrics import calibrate_threshold, read_pairs
 
@@ -138,7 +169,7 @@ def evaluate(
     pairs_file = Path(pairs_path)
     if not pairs_file.is_file():
         raise ValueError(f"pairs file not found: {str(pairs_path)!r}")
-    pairs, chosen = _select_folds(read_pairs(pairs_file), folds, str(pairs_file))
+    pairs, chosen = _select_folds(read_pairs(pairs_file, image_root=root), folds, str(pairs_file))
     fars_to_calibrate = _fars(calibrate_far)
 
     if model_file.suffix == ".tflite":
@@ -147,7 +178,7 @@ def evaluate(
         metadata, embed, close = _keras_embedder(model_file, batch_size)
     try:
         crop = CropMaker(str(root), metadata.preprocess.input_size, align=metadata.preprocess.alignment,
-                         detector=detector)
+                         detector=detector, no_face=no_face)
         report, scores, labels = score_pairs(pairs, str(root), embed, metadata.preprocess, fars=fars,
                                              max_unreadable=max_unreadable, crop=crop)
     finally:

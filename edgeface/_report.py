@@ -2,8 +2,9 @@
 
 What is measured, and how (the decisions a reader of a report needs to trust it):
 
-* **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; folds 6-10 by default, the
-  project's rule) or pairs drawn reproducibly from a folder-per-identity dataset
+* **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; by default folds 6-10 of a
+  10-fold LFW pairs.txt, the project's rule, else every fold of the file as it is; JPEG, PNG
+  or PGM images) or pairs drawn reproducibly from a folder-per-identity dataset
   (``dataset=``: :func:`~edgeface_runtime._metrics.generate_pairs` with ``n_pairs``,
   ``seed`` and ``dataset_folds`` folds). The people evaluated must not have been trained
   on: ``training_card.json`` beside the Keras model (train and validation people) and the
@@ -11,7 +12,10 @@ What is measured, and how (the decisions a reader of a report needs to trust it)
   ``allow_overlap=True``.
 * **Crops.** Each image is cropped once per preprocessing (input size + alignment) with
   the training side's :class:`~edgeface._data.CropMaker` (``center_crop``, or BlazeFace +
-  ``align_face``), kept in memory, and every variant embeds the same crops.
+  ``align_face``), kept in memory, and every variant embeds the same crops. An image in which
+  BlazeFace finds no face is left out with its pairs, for every variant, as the device
+  refuses it (``no_face="center"``: centre-cropped instead); the notes and the settings
+  count them.
 * **Quality.** Cosine similarity of L2-normalised embeddings. Accuracy is the k-fold mean
   ± std over the protocol's folds (each fold's threshold chosen on the other folds); TAR at
   FAR 1e-3, EER and AUC over all pairs; cosine to the Keras model on every evaluation crop;
@@ -56,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = "edgeface-report/1"
 REPORT_FILES = ("report.md", "report.html", "report.json")
-DEFAULT_FOLDS = (6, 7, 8, 9, 10)
+DEFAULT_FOLDS = "auto"  # folds 6-10 of a 10-fold LFW pairs.txt, else every fold of the file
 DEFAULT_N_PAIRS = 1000
 DEFAULT_DATASET_FOLDS = 10
 DEFAULT_LATENCY_RUNS = 50
@@ -377,7 +381,7 @@ def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) 
         raise ValueError(f"pairs file not found: {str(pairs_file)!r}")
     if not root.is_dir():
         raise ValueError(f"image folder not found: {str(images)!r}")
-    chosen_pairs, chosen = _select_folds(read_pairs(pairs_file), folds, str(pairs_file))
+    chosen_pairs, chosen = _select_folds(read_pairs(pairs_file, image_root=root), folds, str(pairs_file))
     _check_images_exist(chosen_pairs, root, str(pairs_file))
     evaluated = chosen if chosen is not None else sorted({p.fold for p in chosen_pairs})
     description = {"kind": "pairs", "pairs_file": str(pairs_file), "images": str(root), "folds": evaluated,
@@ -502,16 +506,19 @@ def _check_overlap(protocol: _Protocol, models: _Models, allow_overlap: bool,
 
 
 def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]], detector: Any,
-                max_unreadable: float, progress: Progress | None) -> tuple[dict, list[str], list[str]]:
-    """``{crop key: (paths, uint8 crops)}`` over the images every key could read; and notes."""
+                max_unreadable: float, progress: Progress | None, no_face: str = "skip",
+                ) -> tuple[dict, list[str], dict]:
+    """``{crop key: (paths, uint8 crops)}`` over the images every key could read (and, with
+    ``no_face="skip"``, found a face in); notes; and what happened to images without a face."""
     from concurrent.futures import ThreadPoolExecutor
 
     from edgeface_runtime._errors import ImageDecodeError
 
-    from ._data import CropMaker, check_unreadable
+    from ._data import NO_FACE_REASON, CropMaker, NoFaceDetected, check_unreadable
 
     unique = sorted({p.path_a for p in protocol.pairs} | {p.path_b for p in protocol.pairs})
-    makers = {key: CropMaker(str(protocol.root), key[0], align=key[1], detector=detector) for key in keys}
+    makers = {key: CropMaker(str(protocol.root), key[0], align=key[1], detector=detector, no_face=no_face)
+              for key in keys}
     total = len(unique) * len(makers)
     done = 0
     crops: dict[Any, dict[str, np.ndarray]] = {key: {} for key in makers}
@@ -520,6 +527,8 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
         def one(path: str, maker=maker):
             try:
                 return maker(path), None
+            except NoFaceDetected:
+                return None, NO_FACE_REASON
             except (ImageDecodeError, OSError, ValueError) as exc:
                 return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -532,17 +541,25 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
                 done += 1
                 if progress and (done % 64 == 0 or done == total):
                     progress("crop images", done, total)
-    check_unreadable(len(failed), len(unique), max_unreadable, sorted(failed.items()))
+    unreadable = {p: r for p, r in failed.items() if r != NO_FACE_REASON}
+    check_unreadable(len(unreadable), len(unique), max_unreadable, sorted(unreadable.items()))
     paths = [p for p in unique if p not in failed]
     notes = []
-    if failed:
-        notes.append(f"{len(failed)} of {len(unique)} images could not be read; the pairs using them are left out")
+    if unreadable:
+        notes.append(f"{len(unreadable)} of {len(unique)} images could not be read; the pairs using them are left out")
         logger.warning(notes[-1])
+    summary = {"policy": no_face, "images": len(unique), "no_face": 0, "by_crop": {}}
     for key, maker in makers.items():
+        if maker.align:
+            summary["by_crop"][f"{key[0][0]}x{key[0][1]} {key[1]}"] = maker.no_face
+            summary["no_face"] = max(summary["no_face"], maker.no_face)
         if maker.no_face:
-            notes.append(f"no face found in {maker.no_face} of {len(paths)} images at {key[0][0]}x{key[0][1]}: "
-                         "those were centre-cropped")
-    return {key: (paths, np.stack([crops[key][p] for p in paths])) for key in makers}, notes
+            what = ("left out with their pairs, for every variant, as the device refuses them" if no_face == "skip"
+                    else "centre-cropped and kept (--no-face center)")
+            notes.append(f"no face found in {maker.no_face} of {len(unique)} images at {key[0][0]}x{key[0][1]}: "
+                         f"{what}")
+            logger.warning(notes[-1])
+    return {key: (paths, np.stack([crops[key][p] for p in paths])) for key in makers}, notes, summary
 
 
 def _embed_keras(source: _Source, crops: np.ndarray, progress: Progress | None) -> tuple[np.ndarray, Any]:
@@ -785,6 +802,7 @@ def build_report(
     detector: Any = None,
     max_unreadable: float | None = None,
     progress: Progress | None = None,
+    no_face: str = "skip",
 ) -> Report:
     """Compare a Keras model and/or ``edgeface convert`` folders on one verification protocol.
 
@@ -797,6 +815,8 @@ def build_report(
     people a training card held out). People the training card lists are refused
     unless ``allow_overlap``. ``latency_runs`` 0 skips timing; ``tolerance`` is in accuracy
     points; ``detector`` is a BlazeFace ``.tflite`` for models with alignment "arcface";
+    ``no_face``: images in which it finds no face are left out with their pairs ("skip", as the
+    device refuses them) or centre-cropped ("center"), counted in the notes and settings;
     ``progress(stage, done, total)`` is called as work advances. With ``out_dir`` the
     report is also written there (:meth:`Report.write`). See the module docstring for how
     every number is measured.
@@ -818,7 +838,7 @@ def build_report(
                      "they picked the best epoch, so the accuracy is slightly optimistic")
     sources = ([resolved.keras] if resolved.keras else []) + resolved.variants
     keys = sorted({s.crop_key for s in sources})
-    crops, crop_notes = _make_crops(protocol, keys, detector, max_unreadable, progress)
+    crops, crop_notes, no_face_counts = _make_crops(protocol, keys, detector, max_unreadable, progress, no_face)
     notes += crop_notes
 
     threads = sorted({1, usable_cores()})
@@ -867,6 +887,7 @@ def build_report(
 
     settings = {"tolerance_points": float(tolerance), "latency_runs": latency_runs, "warmup_runs": WARMUP_RUNS,
                 "threads": threads, "far": REPORT_FAR, "crops": [f"{k[0][0]}x{k[0][1]} {k[1]}" for k in keys],
+                "no_face": no_face_counts,
                 "memory": "peak RSS (Linux VmHWM, else ru_maxrss) of a fresh subprocess running only "
                           "edgeface_runtime; model share = that peak minus the peak before loading the model"}
     report = Report(rows, protocol.description, device_info(), _recommend(rows, float(tolerance)), settings, notes)

@@ -49,7 +49,8 @@ def report_command(
     pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt); needs --images (default: the "
                                                     "pairs the manifest or training card recorded)."),
     images: Optional[Path] = typer.Option(None, help="Image root the pairs' paths are relative to."),
-    folds: str = typer.Option("6-10", help="Folds of --pairs to report: 'all', a range (6-10) or a list (1,2,3)."),
+    folds: str = typer.Option("auto", help="Folds of --pairs to report: 'auto' (6-10 of LFW's 10-fold pairs.txt, "
+                                           "else every fold of the file), 'all', a range (6-10) or a list (1,2,3)."),
     dataset: Optional[Path] = typer.Option(None, help="Instead of --pairs: one sub-folder per person; pairs are "
                                                       "generated reproducibly."),
     n_pairs: int = typer.Option(1000, "--n-pairs", help="Pairs to generate from --dataset (half same person)."),
@@ -63,6 +64,9 @@ def report_command(
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help="Report even when evaluation people were "
                                                                       "in the training data (optimistic)."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models with aligned crops."),
+    no_face: str = typer.Option("skip", help="Images in which the detector finds no face (aligned models): 'skip' "
+                                             "leaves them and their pairs out, as the device refuses them "
+                                             "(default); 'center' centre-crops them. Counted in the report."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     as_json: bool = JSON,
     verbose: bool = VERBOSE,
@@ -96,12 +100,16 @@ def report_command(
         from ._report import build_report
 
         report = build_report(chosen, **recorded, n_pairs=n_pairs, seed=seed, out_dir=out, latency_runs=latency_runs,
-                              tolerance=tolerance, allow_overlap=allow_overlap, detector=detector, progress=bars)
+                              tolerance=tolerance, allow_overlap=allow_overlap, detector=detector, progress=bars,
+                              no_face=no_face)
     finally:
         bars.close()
     if as_json:
         typer.echo((out / "report.json").read_text())
         return
     typer.echo(f"Recommendation: {report.recommendation['text']}.")
+    for note in report.notes:
+        if note.startswith("no face found"):
+            typer.echo(f"note: {note}")
     for name in ("report.md", "report.html", "report.json"):
         typer.echo(f"wrote {out / name}")

@@ -149,7 +149,7 @@ def _embed_with_keras(teacher: Any, root: str, paths: Sequence[str], progress: P
     from ._data import CropMaker, embed_crops
 
     crop = CropMaker(root, teacher.preprocess.input_size, align=teacher.preprocess.alignment,
-                     detector=teacher.detector)
+                     detector=teacher.detector, no_face="center")  # targets, not a measurement
     return _embed_with_crops(root, paths, crop, int(teacher.dim),
                              lambda c: embed_crops(teacher.model, c, teacher.preprocess, batch_size=teacher.batch_size),
                              progress, flip=teacher.flip)
@@ -201,7 +201,7 @@ class TFLiteTeacher(Teacher):
         from ._data import CropMaker
 
         crop = CropMaker(root, self.preprocess.input_size, align=self.preprocess.alignment,
-                         detector=self.detector)
+                         detector=self.detector, no_face="center")  # targets, not a measurement
         return _embed_with_crops(root, paths, crop, int(self.dim), self.embedder.embed_many,  # type: ignore[arg-type]
                                  progress, flip=self.flip)
 

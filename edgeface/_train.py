@@ -76,8 +76,11 @@ class TrainConfig:
     (default ``lr / 10`` after a frozen stage, else ``lr``). ``align`` crops faces with the
     runtime's BlazeFace detector (``detector``: its ``.tflite``; default: the runtime's
     cache) and ``align_face``; otherwise crops are ``center_crop``s (roughly aligned data
-    such as deep-funneled LFW). ``recipe`` names an entry of ``RECIPES`` whose values replace
-    the defaults of the fields you do not set.
+    such as deep-funneled LFW). With ``align``, ``no_face`` says what happens to an image in
+    which the detector finds no face: "skip" (default) leaves it out, as the device refuses it;
+    "center" keeps it as a centre crop. The card's ``no_face`` counts them either way.
+    ``recipe`` names an entry of ``RECIPES`` whose values replace the defaults of the fields
+    you do not set.
 
     Distillation: ``teacher`` (``"dlib"``, a ``.keras``/``.tflite`` embedding model or an
     ``.npz`` of precomputed embeddings; see :func:`edgeface.teachers.load_teacher`, options in
@@ -98,6 +101,7 @@ class TrainConfig:
     max_unreadable: float = 0.05
     align: bool = False
     detector: str | None = None
+    no_face: str = "skip"  # aligned crops: images without a detected face are left out ("center": centre-cropped)
     cache_bytes: int = 4 << 30
     balanced: bool = False
     augment: dict = field(default_factory=dict)
@@ -239,6 +243,7 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("dataset", self.dataset, DATASETS)
         _choice("embedding_style", self.embedding_style, EMBEDDING_STYLES)
+        _choice("no_face", self.no_face, ("skip", "center"))
         if self.dataset == "folder" and not self.data:
             raise ValueError("no training data: set data to a folder with one sub-folder of images per person "
                              "(--data DIR), or use LFW (--lfw)")
@@ -345,7 +350,8 @@ class _Data:
 def _load_data(config: TrainConfig, preprocess) -> _Data:
     from edgeface_runtime._metrics import generate_pairs
 
-    from ._data import CropMaker, decode_dataset, load_lfw, scan_folder, scan_readable, split_identities
+    from ._data import (NO_FACE_REASON, CropMaker, decode_dataset, load_lfw, no_face_summary, scan_folder,
+                        scan_readable, split_identities)
 
     eval_pairs: list = []
     if config.dataset == "lfw":
@@ -354,7 +360,8 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
         # Without a label loss nothing needs identities: loose images in the folder count too.
         full = scan_folder(config.data, min_images=config.min_images,  # type: ignore[arg-type]
                            loose=config.distilling and config.label_loss_weight == 0)
-    crop = CropMaker(full.root, config.input_size, align=preprocess.alignment, detector=config.detector)
+    crop = CropMaker(full.root, config.input_size, align=preprocess.alignment, detector=config.detector,
+                     no_face=config.no_face)
     if full.num_classes < 2 and not (config.distilling and config.label_loss_weight == 0 and len(full) >= 2):
         raise ValueError(f"{full.root} holds {full.num_classes} person; training a face model needs at least 2 "
                          "people (one sub-folder per person)")
@@ -379,18 +386,26 @@ def _load_data(config: TrainConfig, preprocess) -> _Data:
         logger.info("%d images do not fit cache_bytes=%d: decoding them on every epoch", len(train), config.cache_bytes)
         train, train_crops = scan_readable(train, max_unreadable=config.max_unreadable), None
     if train.num_classes < 2 and config.label_loss_weight > 0:
+        no_face = (f"; {crop.no_face} image(s) had no detected face and were left out (if they already are aligned "
+                   "face crops, pass --no-face center, or train without --align)") if crop.no_face else ""
         raise ValueError(f"only {train.num_classes} person left to train on after the validation split and "
-                         "unreadable images; add people or lower val_fraction")
+                         f"unreadable images; add people or lower val_fraction{no_face}")
     describe = {
         **full.describe(),
         "train": {**train.describe(), "identity_names": train.identities},
         "validation": None if val is None else {**val.describe(), "identity_names": val.identities,
                                                 "pairs": len(val_pairs)},
-        "unreadable_files": [{"path": p, "reason": r} for p, r in train.skipped][:100],
+        "unreadable_files": [{"path": p, "reason": r} for p, r in train.skipped
+                             if r != NO_FACE_REASON][:100],
         "crop": "align_face (BlazeFace keypoints, arcface template)" if config.align else "center_crop",
     }
-    if config.align:
-        describe["no_face_detected"] = crop.no_face  # these were centre-cropped instead
+    if crop.align:
+        describe["no_face_detected"] = crop.no_face
+        describe["no_face"] = no_face_summary(crop, len(full))
+        if train_crops is None and config.no_face == "skip":
+            describe["no_face"]["meaning"] = ("validation images without a face left out; training images are "
+                                              "decoded on every epoch (too many to cache), so those without a face "
+                                              "are centre-cropped there")
     if eval_pairs:
         describe["evaluation"] = {"pairs_file": "pairs.txt", "folds": [6, 7, 8, 9, 10], "pairs": len(eval_pairs)}
     return _Data(train, train_crops, crop, val, val_crops, val_pairs, eval_pairs,

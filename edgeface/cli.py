@@ -30,14 +30,17 @@ def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     return h, int(found.group(2) or h)
 
 
-def _parse_folds(text: str) -> Optional[list[int]]:
+def _parse_folds(text: str):
+    """'all' → None, 'auto' → 'auto' (6-10 of a 10-fold LFW file, else all of the file's folds), else folds."""
     if text.strip().lower() == "all":
         return None
+    if text.strip().lower() == "auto":
+        return "auto"
     folds: list[int] = []
     for part in text.split(","):
         found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", part)
         if not found:
-            raise ValueError(f"--folds takes 'all', a range like 6-10 or a list like 1,2,3; got {text!r}")
+            raise ValueError(f"--folds takes 'auto', 'all', a range like 6-10 or a list like 1,2,3; got {text!r}")
         lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
         folds.extend(range(lo, hi + 1))
     return folds
@@ -55,6 +58,20 @@ def _parse_options(items: List[str]) -> dict:
         except ValueError:
             options[key.strip()] = value
     return options
+
+
+NO_FACE_HELP = ("Images in which the detector finds no face (aligned models): 'skip' leaves them out, as the "
+                "device refuses them (default); 'center' centre-crops them, which is only right for images that "
+                "already are aligned face crops. Either way the output and the JSON count them.")
+
+
+def no_face_line(summary: Optional[dict], skipped_pairs: Optional[int] = None) -> str:
+    """One line saying how many images had no detected face and what was done with them ('' if none ran)."""
+    if not summary:
+        return ""
+    pairs = f" ({skipped_pairs} pairs left out)" if skipped_pairs and summary["policy"] == "skip" else ""
+    return (f"no face detected in {summary['no_face']} of {summary['images']} images: "
+            f"{summary['meaning']}{pairs}")
 
 
 def train_command(
@@ -81,6 +98,7 @@ def train_command(
     val_fraction: Optional[float] = typer.Option(None, help="Fraction of people held out for validation."),
     align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Align faces with the BlazeFace detector."),
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for --align (default: the runtime's cache)."),
+    no_face: Optional[str] = typer.Option(None, help=NO_FACE_HELP.replace("(aligned models)", "(with --align)")),
     out: Optional[Path] = typer.Option(None, help="Output folder (model.keras, training_card.json, checkpoints/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
@@ -124,7 +142,8 @@ def train_command(
         "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
         "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
-        "align": align, "detector": str(detector) if detector else None, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
+        "align": align, "detector": str(detector) if detector else None,
+        "no_face": no_face, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
         "strategy": strategy, "teacher": teacher,
         "teacher_options": _parse_options(teacher_option) if teacher_option else None,
         "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,
@@ -137,6 +156,9 @@ def train_command(
     result = train(cfg, verbose=0 if quiet else 2)
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"training card: {result.card_path}")
+    line = no_face_line((result.card.get("data") or {}).get("no_face"))
+    if line:
+        typer.echo(f"training data: {line}")
     best = result.metrics.get("best_validation", {})
     if best.get("best") is not None:
         typer.echo(f"validation accuracy (held-out people): {best['best']:.4f} at {best['best_epoch']}")
@@ -147,6 +169,9 @@ def train_command(
     lfw_report = result.metrics.get("lfw_folds_6_10")
     if lfw_report:
         typer.echo(_summary("LFW folds 6-10", lfw_report))
+        line = no_face_line(lfw_report.get("no_face"), lfw_report.get("skipped_pairs"))
+        if line:
+            typer.echo(f"LFW folds 6-10: {line}")
 
 
 def _summary(title: str, report: dict) -> str:
@@ -166,12 +191,14 @@ def evaluate_command(
     pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt; default: the one the training "
                                                     "card recorded, LFW folds 6-10)."),
     images: Optional[Path] = typer.Option(None, help="Image root the pairs' paths are relative to."),
-    folds: str = typer.Option("6-10", help="Folds to evaluate: 'all', a range (6-10) or a list (1,2,3)."),
+    folds: str = typer.Option("auto", help="Folds to evaluate: 'auto' (6-10 of LFW's 10-fold pairs.txt, else every "
+                                           "fold of the file, as it is), 'all', a range (6-10) or a list (1,2,3)."),
     calibrate_far: Optional[List[float]] = typer.Option(
         None, help="Calibrate the threshold at this false-accept rate and write it into the model (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the full report as JSON to this file."),
     as_json: bool = JSON,
     detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
+    no_face: str = typer.Option("skip", help=NO_FACE_HELP),
     verbose: bool = VERBOSE,
     quiet: bool = QUIET,
 ) -> None:
@@ -191,13 +218,20 @@ def evaluate_command(
         raise ValueError("--pairs and --images go together: the pairs file and the folder its paths are relative to")
     from ._evaluate import evaluate
 
-    report = evaluate(model, pairs, images, folds=fold_list, calibrate_far=calibrate_far or None, detector=detector)
+    report = evaluate(model, pairs, images, folds=fold_list, calibrate_far=calibrate_far or None, detector=detector,
+                      no_face=no_face)
     if out is not None:
         out.write_text(json.dumps(report, indent=1))
     if as_json:
         typer.echo(json.dumps(report, indent=1))
         return
-    typer.echo(_summary(f"{model.name} on {pairs.name} folds {folds}", report))
+    evaluated = report.get("evaluated_folds") or []
+    contiguous = len(evaluated) > 1 and evaluated == list(range(evaluated[0], evaluated[-1] + 1))
+    shown = f"{evaluated[0]}-{evaluated[-1]}" if contiguous else ",".join(str(f) for f in evaluated)
+    typer.echo(_summary(f"{model.name} on {pairs.name} folds {shown}", report))
+    line = no_face_line(report.get("no_face"), report.get("skipped_pairs"))
+    if line:
+        typer.echo(line)
     for item in report.get("calibrated", []):
         typer.echo(f"wrote threshold {item['threshold']:.6f} at FAR {item['far']:g} into {model}")
 

@@ -66,7 +66,9 @@ class Decision:
 
     ``person`` is the enrolled name for ``open`` and None (an unknown face) for ``deny``;
     ``score`` is the deciding frame's best cosine score; ``closest`` is the best-scoring enrolled
-    person of a denied face (below the threshold), which is what threshold tuning needs.
+    person of a denied face (below the threshold), which is what threshold tuning needs;
+    ``threshold_source`` says which threshold decided: "site" (calibrated on this door's own
+    gallery: ``door_access.py calibrate``), "model" (the model maker's) or "explicit".
     """
 
     action: str
@@ -78,6 +80,7 @@ class Decision:
     window: int
     closest: Optional[str] = None
     reason: Optional[str] = None  # why an open became a deny (the presentation-attack check)
+    threshold_source: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -134,14 +137,16 @@ class DoorController:
                 return None
             self._last_open = timestamp
             self._votes.clear()  # the next open needs fresh evidence
-            return Decision(OPEN, best.name, best.score, identity.threshold, identity.far, hits, self.window)
+            return Decision(OPEN, best.name, best.score, identity.threshold, identity.far, hits, self.window,
+                            threshold_source=getattr(identity, "threshold_source", None))
         self._votes.append(_Vote(face=True, person=None))
         unknown = sum(1 for vote in self._votes if vote.face and vote.person is None)
         if unknown < self.required_hits or self._cooling(self._last_deny, timestamp):
             return None
         self._last_deny = timestamp
         return Decision(DENY, None, top.score if top else None, identity.threshold, identity.far, unknown,
-                        self.window, closest=top.name if top else None)
+                        self.window, closest=top.name if top else None,
+                        threshold_source=getattr(identity, "threshold_source", None))
 
     def _cooling(self, last: Optional[float], now: float) -> bool:
         return last is not None and now - last < self.cooldown_seconds
@@ -464,7 +469,8 @@ def _opencv_frames(target: Any, *, camera: bool) -> Iterator[Frame]:
 # Access log and door actions
 # --------------------------------------------------------------------------------------------
 
-LOG_FIELDS = ("time", "decision", "person", "score", "threshold", "far", "model", "hits", "window", "frame")
+LOG_FIELDS = ("time", "decision", "person", "score", "threshold", "far", "threshold_source", "model", "hits", "window",
+              "frame")
 
 
 class AccessLog:
@@ -488,6 +494,7 @@ class AccessLog:
             "score": None if decision.score is None else round(float(decision.score), 4),
             "threshold": round(float(decision.threshold), 4),
             "far": decision.far,
+            "threshold_source": decision.threshold_source,
             "model": self.model_fingerprint,
             "hits": decision.hits,
             "window": decision.window,
@@ -649,7 +656,8 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
         if handle_signals:
             stack.enter_context(_stop_on_signals(stop, summary))
         verifier = stack.enter_context(FaceVerifier(verifier_options(config)))
-        threshold, far = verifier.threshold()  # an uncalibrated FAR fails here, not at the first face
+        choice = verifier.threshold_choice()  # an uncalibrated FAR fails here, not at the first face
+        threshold, far = choice.threshold, choice.far
         fingerprint = verifier.embedder.fingerprint
         people = len(verifier.gallery)
         if people == 0:
@@ -659,9 +667,16 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
         source = frames if frames is not None else open_source(config.source)
         if hasattr(source, "close"):
             stack.callback(source.close)  # releases the camera when the loop stops early
-        logger.info("door running: model %s, threshold %.4f%s, %d people, %d of %d frames, cooldown %g s, source %s",
-                    fingerprint[:12], threshold, f" (FAR {far:g})" if far else "", people, config.required_hits,
-                    config.window, config.cooldown_seconds, "custom" if frames is not None else config.source)
+        if choice.source == "model":
+            logger.warning("the door decides with the model's own threshold, calibrated on its maker's photos, not "
+                           "this door's: on a new camera and lighting its real FAR can be far higher. Run "
+                           "`door_access.py --config CONFIG calibrate` after enrolling")
+        compounded = "" if far is None else (f", a stranger passes as one of {people} people "
+                                             f"~{1 - (1 - far) ** people:.2%} per frame")
+        logger.info("door running: model %s, %s threshold %.4f%s%s, %d of %d frames, cooldown %g s, source %s",
+                    fingerprint[:12], choice.source, threshold, f" (FAR {far:g})" if far else "", compounded,
+                    config.required_hits, config.window, config.cooldown_seconds,
+                    "custom" if frames is not None else config.source)
 
         for frame in source:
             started = clock()
@@ -779,6 +794,23 @@ def enroll_people(config: DoorConfig, people_dir: Optional[os.PathLike | str] = 
     return reports
 
 
+def calibrate_door(config: DoorConfig) -> Any:
+    """Set the door's site threshold from its own gallery (the different-person pairs of the
+    enrolled people) at the configured FAR (default 1e-3) and store it in the gallery; the
+    running door and later runs use it. Returns the ``SiteCalibration``."""
+    from edgeface_runtime import FaceVerifier
+
+    _require_file(config.model_path, "[model] path")
+    if not config.gallery_path.is_file():
+        raise ConfigError(f"gallery {config.gallery_path} ([gallery] path) does not exist; enroll people first: "
+                          "door_access.py --config CONFIG enroll")
+    if config.threshold is not None:
+        logger.warning("[model] threshold = %s is set: it keeps deciding over the site threshold; remove it "
+                       "to use the calibration", config.threshold)
+    with FaceVerifier(verifier_options(config, detect=False)) as verifier:
+        return verifier.calibrate(config.far if config.far is not None else 1e-3)
+
+
 def _require_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise ConfigError(f"{what} {path} is not a file; check the path in the configuration")
@@ -792,8 +824,9 @@ def _require_file(path: Path, what: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="door_access.py", description="Door access with edgeface-runtime.")
     parser.add_argument("--config", required=True, type=Path, help="TOML configuration (see door.example.toml)")
-    parser.add_argument("command", nargs="?", choices=("run", "enroll"), default="run",
-                        help="run: the door loop (default); enroll: people/<name>/*.jpg into the gallery")
+    parser.add_argument("command", nargs="?", choices=("run", "enroll", "calibrate"), default="run",
+                        help="run: the door loop (default); enroll: people/<name>/*.jpg into the gallery; "
+                             "calibrate: set the site threshold from the enrolled people")
     parser.add_argument("--people", type=Path, help="enroll: the people folder (default: [gallery] people)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -808,6 +841,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config)
         if args.command == "enroll":
             return _print_enroll(enroll_people(config, args.people), config)
+        if args.command == "calibrate":
+            return _print_calibration(calibrate_door(config), config)
         summary = run_door(config)
     except permanent as exc:
         print(f"door_access: error: {exc}", file=sys.stderr)
@@ -822,6 +857,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return EXIT_OK
 
 
+def _print_calibration(record: Any, config: DoorConfig) -> int:
+    print(f"site threshold {record.threshold:.4f} at FAR {record.far:g} stored in {config.gallery_path}, from "
+          f"{record.impostor_pairs} different-person pairs of {record.people} people (lowest FAR they support: "
+          f"{record.min_supported_far:.2g})")
+    if record.model_far_on_site is not None:
+        print(f"the model's own threshold {record.model_threshold:.4f} would accept {record.model_far_on_site:.2%} "
+              "of those pairs")
+    if record.warning:
+        print(f"warning: {record.warning}")
+    return EXIT_OK
+
+
 def _print_enroll(reports: list, config: DoorConfig) -> int:
     for report in reports:
         if report.enrolled:
@@ -832,7 +879,8 @@ def _print_enroll(reports: list, config: DoorConfig) -> int:
         for name, reason in report.skipped:
             print(f"  skipped {name}: {reason}")
     enrolled = sum(1 for r in reports if r.enrolled)
-    print(f"gallery {config.gallery_path}: {enrolled} of {len(reports)} people enrolled")
+    print(f"gallery {config.gallery_path}: {enrolled} of {len(reports)} people enrolled; now set the door's own "
+          "threshold: door_access.py --config CONFIG calibrate")
     return EXIT_OK if enrolled == len(reports) else EXIT_FAILURE
 
 

@@ -19,6 +19,7 @@ from ._version import __version__
 _EXPORTS = {
     # pipeline
     "FaceVerifier": "_pipeline", "VerifierOptions": "_pipeline", "FrameResult": "_pipeline", "FaceResult": "_pipeline",
+    "ThresholdChoice": "_pipeline", "SiteCalibration": "_calibration", "cross_person_scores": "_calibration",
     "Embedder": "_embedder",
     # detection and alignment
     "FaceDetector": "_detector", "Face": "_detector", "DETECTORS": "_detector", "download_detector": "_detector",

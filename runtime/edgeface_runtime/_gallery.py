@@ -17,6 +17,7 @@ says another connection has committed, so the kiosk sees enrolments without a re
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PAGE_SIZE = 16384
 # How corruption reads in messages of Pythons older than 3.11 (no sqlite_errorname).
 _CORRUPTION_SYMPTOMS = ("malformed", "not a database", "corrupt", "no such table", "no such column")
+_SITE_KEY = "site_calibration"  # meta key: a JSON list of SiteCalibration records
 _MIN_NORM = 1e-6  # below this an embedding is numerically zero and has no direction
 
 _SCHEMA = (
@@ -124,6 +126,7 @@ class Gallery:
         self._create = bool(create)
         self._lock = threading.RLock()
         self._snapshot: Optional[_Snapshot] = None
+        self._site_cache: Optional[tuple] = None  # (data_version, {far: SiteCalibration})
         self._conn: Optional[sqlite3.Connection] = None
         self.created: Optional[datetime] = None
 
@@ -357,6 +360,109 @@ class Gallery:
             conn.execute("DELETE FROM people WHERE id = ?", (row[0],))
         logger.info("removed %r from %s", name, self.path)
 
+    # -- site calibration ------------------------------------------------------------
+    # Stored as one JSON value in the key/value ``meta`` table, so galleries made before
+    # site calibration existed need no migration (they simply have none), and an older
+    # runtime opening a calibrated gallery ignores the extra key.
+
+    def site_calibrations(self) -> dict:
+        """The site thresholds stored in this gallery, by FAR (``{far: SiteCalibration}``).
+
+        Only those of the gallery's own model are returned (a stored record whose model
+        fingerprint differs is ignored with a warning: its threshold means nothing here).
+        """
+        with self._lock, self._translate_errors("reading the site calibration"):
+            conn = self._connection()
+            # Cached like the templates: verify/identify ask on every frame.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if self._site_cache is not None and self._site_cache[0] == version:
+                return dict(self._site_cache[1])
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SITE_KEY,)).fetchone()
+        found = self._parse_site_calibrations(row)
+        with self._lock:
+            self._site_cache = (version, found)
+        return dict(found)
+
+    def _parse_site_calibrations(self, row) -> dict:
+        from ._calibration import SiteCalibration
+
+        if row is None:
+            return {}
+        try:
+            records = [SiteCalibration.from_dict(item) for item in json.loads(row[0])]
+        except (ValueError, TypeError) as exc:
+            logger.warning("gallery %s: ignoring an unreadable site calibration (%s); run `edgeface calibrate` "
+                           "again", self.path, exc)
+            return {}
+        found = {}
+        for record in records:
+            if _normalize_fingerprint(record.model_fingerprint) != self._fingerprint:
+                logger.warning("gallery %s: ignoring a site threshold calibrated for model %s, not %s",
+                               self.path, record.model_fingerprint[:12], self._fingerprint[:12])
+                continue
+            found[float(record.far)] = record
+        return dict(sorted(found.items()))
+
+    def site_calibration(self, far: Optional[float] = None):
+        """The stored site calibration at ``far`` (None: the one at 1e-3, else the strictest), or None."""
+        stored = self.site_calibrations()
+        if not stored:
+            return None
+        if far is None:
+            far = 1e-3 if 1e-3 in stored else min(stored)
+        for known, record in stored.items():
+            if abs(known - float(far)) <= 1e-12 * max(1.0, float(far)):
+                return record
+        return None
+
+    def calibrate(self, far: float = 1e-3, *, model_thresholds=None, save: bool = True):
+        """Calibrate a site threshold at ``far`` on the cross-person pairs of the enrolled
+        templates (see :mod:`edgeface_runtime._calibration`) and, with ``save``, store it
+        (replacing any earlier one at the same FAR). ``model_thresholds`` (the model
+        metadata's ``{far: threshold}``) adds how the model's own threshold fares here."""
+        from ._calibration import calibrate_templates, check_site_far
+
+        self._require_model("calibrate")
+        far = check_site_far(far)  # bad input stays a plain ValueError; what follows is about the gallery
+        snapshot = self._current_snapshot()
+        try:
+            record = calibrate_templates(snapshot.matrix, snapshot.labels, far, model_fingerprint=self._fingerprint,
+                                         model_thresholds=model_thresholds)
+        except ValueError as exc:
+            raise GalleryError(f"cannot calibrate gallery {self.path}: {exc}") from None
+        if save:
+            self.save_site_calibration(record)
+        return record
+
+    def save_site_calibration(self, record) -> None:
+        """Store a :class:`SiteCalibration` (of this gallery's model), replacing one at the same FAR."""
+        if _normalize_fingerprint(record.model_fingerprint) != self._fingerprint:
+            raise GalleryModelMismatchError(
+                f"this site threshold was calibrated for model {record.model_fingerprint[:12]}…, but gallery "
+                f"{self.path} belongs to model {self._fingerprint[:12]}…; calibrate with the gallery's model")
+        with self._write_transaction("saving the site calibration") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (_SITE_KEY,)).fetchone()
+            try:
+                kept = [item for item in (json.loads(row[0]) if row else [])
+                        if abs(float(item["far"]) - record.far) > 1e-12 * max(1.0, record.far)]
+            except (ValueError, TypeError, KeyError):
+                kept = []  # an unreadable old record is replaced, not kept
+            kept.append(record.to_dict())
+            kept.sort(key=lambda item: float(item["far"]))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_SITE_KEY, json.dumps(kept)))
+        logger.info("stored site threshold %.4f at FAR %g (%d impostor pairs) in %s",
+                    record.threshold, record.far, record.impostor_pairs, self.path)
+
+    def clear_site_calibration(self) -> None:
+        """Forget every stored site threshold (verify/identify fall back to the model's)."""
+        with self._write_transaction("clearing the site calibration") as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (_SITE_KEY,))
+
+    def template_count(self) -> int:
+        """How many templates are enrolled (all people)."""
+        with self._lock, self._translate_errors("counting templates"):
+            return self._connection().execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+
     def backup(self, dest_path: PathLike, *, overwrite: bool = False) -> Path:
         """Copy a consistent snapshot of the gallery to ``dest_path`` (safe while in use).
 
@@ -580,6 +686,7 @@ class Gallery:
                 conn.execute("COMMIT")
             finally:
                 self._snapshot = None  # our own commits do not change our data_version
+                self._site_cache = None
 
     @contextmanager
     def _translate_errors(self, action: str) -> Iterator[None]:

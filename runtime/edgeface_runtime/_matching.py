@@ -32,13 +32,17 @@ class VerifyResult:
     """Outcome of a 1:1 comparison.
 
     ``far`` is the false-accept rate ``threshold`` was calibrated for, or None when the
-    caller gave the threshold explicitly.
+    caller gave the threshold explicitly. ``threshold_source`` says which threshold decided:
+    "site" (calibrated on the site's own gallery, ``edgeface calibrate``), "model" (stored in
+    the model by its maker, calibrated on *their* pairs) or "explicit" (given by the caller);
+    None when the result was not made by a :class:`FaceVerifier`.
     """
 
     same: bool
     score: float
     threshold: float
     far: Optional[float]
+    threshold_source: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,29 @@ class IdentifyResult:
 
     ``far`` is the false-accept rate of *one* comparison at ``threshold``; the probe was
     compared with ``comparisons`` templates, so a stranger gets that many chances to pass
-    (see :attr:`stranger_accept_rate`).
+    (see :attr:`stranger_accept_rate`); it was compared with ``people`` enrolled people
+    (see :attr:`compounded_far`). ``threshold_source`` as in :class:`VerifyResult`.
     """
 
     matches: tuple[Match, ...]
     threshold: float
     far: Optional[float]
     comparisons: int = 0
+    people: int = 0
+    threshold_source: Optional[str] = None
+
+    @property
+    def compounded_far(self) -> Optional[float]:
+        """How often a stranger passes as *someone* among the ``people`` enrolled: ``1 - (1 - far) ** people``.
+
+        One chance per person (a person's templates resemble each other, so their best
+        score is nearly one comparison): the estimate to quote for 1:N. With several
+        templates per person the truth lies between this and :attr:`stranger_accept_rate`.
+        None when the threshold was explicit.
+        """
+        if self.far is None:
+            return None
+        return float(-np.expm1(self.people * np.log1p(-self.far)))
 
     @property
     def stranger_accept_rate(self) -> Optional[float]:
@@ -256,7 +276,7 @@ def _identify(probes: np.ndarray, templates, labels: Labels, top_k: int, thresho
             score = float(column_scores[i])
             matches.append(Match(name=groups.names[people[i]], score=score, accepted=score >= threshold))
         results.append(IdentifyResult(matches=tuple(matches), threshold=threshold, far=far,
-                                      comparisons=groups.size))
+                                      comparisons=groups.size, people=n_people))
     return results
 
 

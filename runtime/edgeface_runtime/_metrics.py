@@ -504,14 +504,51 @@ def _lfw_image_path(name: str, number: int) -> str:
     return f"{name}/{name}_{number:04d}.jpg"
 
 
-def read_pairs(path: Union[str, PathLike]) -> List[Pair]:
+# Image files a pairs file may point at, in the order they are tried when several exist.
+PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
+
+
+class _ImageResolver:
+    """Image ``i`` of ``name`` under an image root, whatever the file type and naming.
+
+    Tried in order, first existing file wins: ``name/name_%04d.EXT`` (LFW), ``name/%d.EXT``
+    (ORL/AT&T: ``s1/1.pgm``), ``name/%04d.EXT``, for each EXT of :data:`PAIR_IMAGE_EXTENSIONS`
+    (any letter case). When none exists the LFW ``.jpg`` name is kept, so the caller reports
+    the missing file. Each person's folder is listed once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._listings: Dict[str, Dict[str, str]] = {}
+
+    def __call__(self, name: str, number: int) -> str:
+        listing = self._listings.get(name)
+        if listing is None:
+            folder = self.root / name
+            try:
+                listing = {entry.name.lower(): entry.name for entry in folder.iterdir()}
+            except OSError:
+                listing = {}
+            self._listings[name] = listing
+        for stem in (f"{name}_{number:04d}", str(number), f"{number:04d}"):
+            for extension in PAIR_IMAGE_EXTENSIONS:
+                found = listing.get((stem + extension).lower())
+                if found is not None:
+                    return f"{name}/{found}"
+        return _lfw_image_path(name, number)
+
+
+def read_pairs(path: Union[str, PathLike], *, image_root: Union[str, PathLike, None] = None) -> List[Pair]:
     """Parse an LFW pairs file: ``pairs.txt``, ``pairsDevTrain.txt`` or ``pairsDevTest.txt``.
 
     The first line is either ``folds<TAB>n`` (pairs.txt: ``10	300``) or a single count
     ``n`` (the View 1 files: ``1100``, ``500``; one fold). Then, for each fold in turn, ``n``
     matched lines ``name<TAB>i<TAB>j`` followed by ``n`` mismatched lines
     ``name1<TAB>i<TAB>name2<TAB>j``. Image ``i`` of ``name`` is ``name/name_%04d.jpg``
-    (1-based). Fields may be separated by any whitespace; blank lines are ignored.
+    (1-based) — or, given ``image_root``, whichever file exists there: ``name/name_%04d``,
+    ``name/%d`` or ``name/%04d`` with any of the extensions JPEG, PNG, PGM, PPM, BMP, WebP
+    (so a pairs file over ORL's ``s1/1.pgm`` works as one over LFW). Fields may be separated
+    by any whitespace; blank lines are ignored.
 
     Folds are numbered from 1 (``Pair.fold``), following the file order. A line that does
     not fit, including a mismatched line where a matched one is due, a count that
@@ -519,6 +556,7 @@ def read_pairs(path: Union[str, PathLike]) -> List[Pair]:
     naming the line number and its content.
     """
     source = Path(path)
+    resolve = _ImageResolver(Path(image_root)) if image_root is not None else _lfw_image_path
     lines = source.read_text(encoding="utf-8").splitlines()
     numbered = [(index + 1, line) for index, line in enumerate(lines) if line.strip()]
     if not numbered:
@@ -537,7 +575,7 @@ def read_pairs(path: Union[str, PathLike]) -> List[Pair]:
             )
         fold = position // per_fold + 1
         matched = position % per_fold < per_kind
-        pairs.append(_parse_pair_line(source, number, line, matched, fold, per_kind))
+        pairs.append(_parse_pair_line(source, number, line, matched, fold, per_kind, resolve))
     if len(body) < expected:
         raise ValueError(
             f"{source}: the header {header.strip()!r} promises {expected} pairs "
@@ -560,7 +598,8 @@ def _parse_header(source: Path, number: int, line: str) -> Tuple[int, int]:
     return (1, counts[0]) if len(counts) == 1 else (counts[0], counts[1])
 
 
-def _parse_pair_line(source: Path, number: int, line: str, matched: bool, fold: int, per_kind: int) -> Pair:
+def _parse_pair_line(source: Path, number: int, line: str, matched: bool, fold: int, per_kind: int,
+                     resolve: Any = _lfw_image_path) -> Pair:
     fields = line.split()
     where = f"{source}, line {number}"
     if matched and len(fields) != 3:
@@ -581,8 +620,8 @@ def _parse_pair_line(source: Path, number: int, line: str, matched: bool, fold: 
         if name_a == name_b:
             raise ValueError(f"{where}: a mismatched pair must name two different people, got {line!r}")
     return Pair(
-        _lfw_image_path(name_a, _image_number(where, text_a, line)),
-        _lfw_image_path(name_b, _image_number(where, text_b, line)),
+        resolve(name_a, _image_number(where, text_a, line)),
+        resolve(name_b, _image_number(where, text_b, line)),
         matched,
         fold,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -26,8 +26,12 @@ class VerifierOptions:
     ``edgeface inspect``). ``detector_path`` None with ``detect=True`` uses the official BlazeFace
     file that ships with the package (short range), else the cache
     (``edgeface_runtime.download_detector()`` or ``edgeface download-detector`` puts it there;
-    nothing is downloaded implicitly). ``threshold`` overrides the model's calibrated threshold;
-    otherwise the one calibrated at ``far`` (default 1e-3) is used.
+    nothing is downloaded implicitly).
+
+    Which threshold decides, first match wins: ``threshold`` (explicit); the gallery's site
+    threshold at ``far`` (default: its 1e-3 one), stored by ``edgeface calibrate`` /
+    :meth:`FaceVerifier.calibrate`, unless ``site_threshold=False``; the model's own threshold
+    calibrated at ``far`` (default 1e-3). Results name it in ``threshold_source``.
     """
 
     model_path: str | os.PathLike | None = None
@@ -38,11 +42,23 @@ class VerifierOptions:
     gallery_path: str | os.PathLike | None = None
     threshold: float | None = None
     far: float | None = None
+    site_threshold: bool = True  # use the gallery's site threshold when it has one
     min_face_score: float | None = None
     num_threads: int | None = 1
     interpreter: str | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     preprocess: Any = None  # a Preprocess, only for models without metadata
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold that decides, where it came from ("site", "model" or "explicit"), and
+    for "site" the :class:`~edgeface_runtime._calibration.SiteCalibration` behind it."""
+
+    threshold: float
+    far: float | None
+    source: str
+    calibration: Any = None
 
 
 @dataclass
@@ -91,6 +107,7 @@ class FaceVerifier:
 
                 self.gallery = Gallery.open(options.gallery_path, model_fingerprint=self.embedder.fingerprint,
                                             embedding_size=self.embedder.embedding_size)
+                self._check_site_calibration()
         except BaseException:
             self.close()
             raise
@@ -103,14 +120,49 @@ class FaceVerifier:
 
     # -- thresholds ---------------------------------------------------------------------
     def threshold(self, threshold: float | None = None) -> tuple[float, float | None]:
-        """``(threshold, far)``: explicit (far None) or calibrated at the configured FAR."""
+        """``(threshold, far)`` that decides: explicit (far None), the gallery's site threshold,
+        or the model's, calibrated at the configured FAR (see :meth:`threshold_choice`)."""
+        choice = self.threshold_choice(threshold)
+        return choice.threshold, choice.far
+
+    def threshold_choice(self, threshold: float | None = None) -> ThresholdChoice:
+        """Which threshold decides, and why: explicit > site (gallery) > model (see :class:`VerifierOptions`)."""
         if threshold is None:
             threshold = self.options.threshold
         if threshold is not None:
             if not -1.0 <= float(threshold) <= 1.0:
                 raise ValueError(f"a cosine threshold lies in [-1, 1], got {threshold!r}")
-            return float(threshold), None
-        return self.embedder.metadata.threshold_for(self.options.far)
+            return ThresholdChoice(float(threshold), None, "explicit")
+        if self.gallery is not None and self.options.site_threshold:
+            record = self.gallery.site_calibration(self.options.far)
+            if record is not None:
+                return ThresholdChoice(record.threshold, record.far, "site", record)
+        value, far = self.embedder.metadata.threshold_for(self.options.far)
+        return ThresholdChoice(value, far, "model")
+
+    def calibrate(self, far: float = 1e-3, *, save: bool = True):
+        """Set the site threshold at ``far`` from the gallery's own different-person template pairs.
+
+        Stores it in the gallery (bound to this model) unless ``save=False``; returns the
+        :class:`~edgeface_runtime._calibration.SiteCalibration` (threshold, impostor pairs,
+        the lowest FAR they support, a warning when too few, and the FAR the model's own
+        threshold gives on these pairs).
+        """
+        gallery = self._require_gallery()
+        return gallery.calibrate(far, model_thresholds=self.embedder.metadata.thresholds, save=save)
+
+    def _check_site_calibration(self) -> None:
+        if not self.options.site_threshold or self.options.threshold is not None:
+            return
+        record = self.gallery.site_calibration(self.options.far)
+        if record is None:
+            return
+        templates = self.gallery.template_count()
+        if templates != record.templates:
+            logger.warning("gallery %s changed since its site threshold was calibrated (%d templates then, %d "
+                           "now); run `edgeface calibrate` again", self.gallery.path, record.templates, templates)
+        if record.warning:
+            logger.warning("the site threshold of %s is weakly backed: %s", self.gallery.path, record.warning)
 
     # -- faces --------------------------------------------------------------------------
     def detect(self, image: Any, *, color_order: str = "RGB") -> list:
@@ -160,8 +212,10 @@ class FaceVerifier:
         self.last_timings_ms = timings
         if not faces:
             raise NoFaceError(f"no face found in {_describe(image)} (minimum detector score "
-                              f"{self.detector.min_score if self.detector else 'n/a'}); use a frontal photo, "
-                              "or detect=False for images that are already face crops")
+                              f"{self.detector.min_score if self.detector else 'n/a'}); use a frontal photo. "
+                              "detect=False (--no-detect) is only for images that already are aligned face "
+                              "crops: on other photos its centre crop is no face the model knows, and strangers "
+                              "pass")
         return faces[0]
 
     def _embedding(self, item: Any, color_order: str) -> np.ndarray:
@@ -174,15 +228,19 @@ class FaceVerifier:
     # -- 1:1 and 1:N ----------------------------------------------------------------------
     def verify(self, a: Any, b: Any, *, threshold: float | None = None, color_order: str = "RGB") -> VerifyResult:
         """1:1 — are ``a`` and ``b`` (images or embeddings) the same person?"""
-        value, far = self.threshold(threshold)
-        return verify_embeddings(self._embedding(a, color_order), self._embedding(b, color_order), value, far=far)
+        choice = self.threshold_choice(threshold)
+        result = verify_embeddings(self._embedding(a, color_order), self._embedding(b, color_order),
+                                   choice.threshold, far=choice.far)
+        return replace(result, threshold_source=choice.source)
 
     def identify(self, probe: Any, *, top_k: int = 1, threshold: float | None = None,
                  color_order: str = "RGB") -> IdentifyResult:
         """1:N — who in the gallery is ``probe`` (an image or an embedding)?"""
         gallery = self._require_gallery()
-        value, far = self.threshold(threshold)
-        return gallery.identify(self._embedding(probe, color_order), top_k=top_k, threshold=value, far=far)
+        choice = self.threshold_choice(threshold)
+        result = gallery.identify(self._embedding(probe, color_order), top_k=top_k, threshold=choice.threshold,
+                                  far=choice.far)
+        return replace(result, threshold_source=choice.source)
 
     def enroll(self, name: str, images: Iterable[Any] | Any, *, replace: bool = False,
                color_order: str = "RGB") -> int:
@@ -214,10 +272,12 @@ class FaceVerifier:
         timings["decode"] = (time.perf_counter() - t0) * 1e3
         faces = self._faces(image, all_faces, timings)
         if self.gallery is not None and faces:
-            value, far = self.threshold()
+            choice = self.threshold_choice()
             t1 = time.perf_counter()
             for result in faces:
-                result.identity = self.gallery.identify(result.embedding, top_k=top_k, threshold=value, far=far)
+                identity = self.gallery.identify(result.embedding, top_k=top_k, threshold=choice.threshold,
+                                                 far=choice.far)
+                result.identity = replace(identity, threshold_source=choice.source)
             timings["match"] = (time.perf_counter() - t1) * 1e3
         self.last_timings_ms = timings
         return FrameResult(faces, timings)

@@ -73,14 +73,28 @@ def _verifier(args: argparse.Namespace, gallery: Optional[Path] = None, threshol
 # --- the device commands: each takes the parsed arguments and returns its exit code -----------
 
 
+_SOURCES = {"site": "site threshold, calibrated on this gallery", "model": "the model's threshold",
+            "explicit": "explicit threshold"}
+
+
+def _decided_by(result) -> str:
+    """``the model's threshold at FAR 0.001`` — which threshold decided, for the text output."""
+    far = f" at FAR {result.far:g}" if result.far else ""
+    return f"{_SOURCES.get(result.threshold_source, 'threshold')}{far}"
+
+
 def verify(args: argparse.Namespace) -> int:
     """1:1 — are two photos the same person? Exit code 0 if they are, 1 if not."""
-    with _verifier(args, threshold=args.threshold) as fv:
+    gallery = getattr(args, "gallery", None)
+    if gallery is not None and not gallery.is_file():
+        raise FileNotFoundError(f"no gallery at {gallery}; --gallery here only supplies its site threshold "
+                                "(`edgeface calibrate`), so it must exist")
+    with _verifier(args, gallery=gallery, threshold=args.threshold) as fv:
         result = fv.verify(args.image_a, args.image_b)
-    far = f" (calibrated at FAR {result.far:g})" if result.far else ""
-    emit({"same": result.same, "score": result.score, "threshold": result.threshold, "far": result.far},
+    emit({"same": result.same, "score": result.score, "threshold": result.threshold, "far": result.far,
+          "threshold_source": result.threshold_source},
          args.as_json, f"{'SAME' if result.same else 'DIFFERENT'} person: score {result.score:.4f}, "
-                       f"threshold {result.threshold:.4f}{far}")
+                       f"threshold {result.threshold:.4f} ({_decided_by(result)})")
     return 0 if result.same else 1
 
 
@@ -94,8 +108,13 @@ def enroll(args: argparse.Namespace) -> int:
 
 
 def _stranger_odds(result) -> str:
-    rate = result.stranger_accept_rate
-    return "" if rate is None else f"; FAR {result.far:g} per comparison, {result.comparisons} compared: a stranger passes ~{rate:.1%}"
+    rate = result.compounded_far
+    if rate is None:
+        return ""
+    upper = result.stranger_accept_rate
+    extra = f", up to ~{upper:.1%} over {result.comparisons} templates" if result.comparisons > result.people else ""
+    return (f"; FAR {result.far:g} per comparison, {result.people} people: a stranger passes as someone "
+            f"~{rate:.1%}{extra}")
 
 
 def identify(args: argparse.Namespace) -> int:
@@ -105,10 +124,46 @@ def identify(args: argparse.Namespace) -> int:
     lines = [f"{m.name}: {m.score:.4f}{'  (accepted)' if m.accepted else ''}" for m in result.matches]
     best = result.best.name if result.best else None
     emit({"best": best, "threshold": result.threshold, "far": result.far,
+          "threshold_source": result.threshold_source, "people": result.people,
+          "compounded_far": result.compounded_far,
           "comparisons": result.comparisons, "stranger_accept_rate": result.stranger_accept_rate,
           "matches": [{"name": m.name, "score": m.score, "accepted": m.accepted} for m in result.matches]},
-         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f}{_stranger_odds(result)})"] + lines))
+         args.as_json, "\n".join([f"best: {best or 'unknown'} (threshold {result.threshold:.4f}, "
+                                  f"{_decided_by(result)}{_stranger_odds(result)})"] + lines))
     return 0 if best else 1
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """Set the site threshold for a FAR from the gallery's own different-person pairs (stored in the gallery)."""
+    from ._errors import GalleryError
+    from ._pipeline import FaceVerifier
+
+    if not args.gallery.is_file():
+        raise GalleryError(f"no gallery at {args.gallery}; enroll people first (`edgeface enroll NAME PHOTOS "
+                           f"-g {args.gallery}`): their different-person pairs are what calibration measures")
+    with FaceVerifier.from_path(args.model, detect=False, gallery_path=args.gallery) as fv:
+        if args.clear:
+            fv.gallery.clear_site_calibration()
+            emit({"gallery": str(args.gallery), "cleared": True}, args.as_json,
+                 f"removed the site thresholds of {args.gallery}; verify and identify use the model's again")
+            return 0
+        record = fv.calibrate(args.far, save=not args.dry_run)
+    data = record.to_dict()
+    data.update(gallery=str(args.gallery), saved=not args.dry_run)
+    lines = [f"site threshold {record.threshold:.4f} at FAR {record.far:g}"
+             f"{' (not saved: --dry-run)' if args.dry_run else f' stored in {args.gallery}'}",
+             f"  from {record.impostor_pairs} impostor pairs ({record.people} people, {record.templates} templates"
+             f"{', sampled' if record.sampled else ''}): {record.false_accepts} accepted, "
+             f"lowest FAR they support {record.min_supported_far:.2g} (3/n)"]
+    if record.tar is not None:
+        lines.append(f"  accepts {record.tar:.1%} of {record.genuine_pairs} same-person template pairs")
+    if record.model_threshold is not None:
+        lines.append(f"  the model's own threshold {record.model_threshold:.4f} (FAR {record.far:g} where it was "
+                     f"calibrated) accepts {record.model_far_on_site:.2%} of these impostor pairs")
+    if record.warning:
+        lines.append(f"warning: {record.warning}")
+    emit(data, args.as_json, "\n".join(lines))
+    return 0
 
 
 def detect(args: argparse.Namespace) -> int:
@@ -193,7 +248,8 @@ def gallery_rename(args: argparse.Namespace) -> int:
     return 0
 
 
-DEVICE_COMMANDS = ("verify", "enroll", "identify", "detect", "download-detector", "inspect", "bench", "gallery")
+DEVICE_COMMANDS = ("verify", "enroll", "identify", "calibrate", "detect", "download-detector", "inspect", "bench",
+                   "gallery")
 
 
 # --- the parser ---------------------------------------------------------------------------------
@@ -246,11 +302,15 @@ def _detector_sizes(text: str) -> list:
 
 def _threshold(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float,
-                   help="cosine threshold (default: the model's, calibrated at FAR 1e-3)")
+                   help="cosine threshold (default: the gallery's site threshold when calibrated, else the "
+                        "model's, calibrated at FAR 1e-3)")
 
 
 def _no_detect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-detect", action="store_true", help="images are already face crops: skip detection")
+    p.add_argument("--no-detect", action="store_true",
+                   help="images are already aligned face crops: skip detection and centre-crop instead. "
+                        "Never use it to get past 'no face found': on unaligned photos the centre crop is not a "
+                        "face the model knows, scores lose meaning and strangers are accepted")
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
@@ -277,6 +337,8 @@ def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.Argument
     p = _add_command(sub, "verify", verify)
     p.add_argument("image_a", type=Path)
     p.add_argument("image_b", type=Path)
+    p.add_argument("--gallery", "-g", type=Path, default=None,
+                   help="gallery whose site threshold (`edgeface calibrate`) decides; nobody in it is needed")
     for add in (_model, _detector, _detector_size, _threshold, _no_detect, _threads, _json):
         add(p)
 
@@ -300,6 +362,16 @@ def build_parser(training: Optional[Dict[str, str]] = None) -> argparse.Argument
     p.add_argument("--top-k", type=int, default=3, help="how many best matches to list (default: 3)")
     for add in (_threshold, _no_detect, _threads, _json):
         add(p)
+
+    p = _add_command(sub, "calibrate", calibrate)
+    _gallery_file(p)
+    _model(p)
+    p.add_argument("--far", type=float, default=1e-3,
+                   help="false-accept rate the threshold is set for (default: 1e-3); needs at least 3/FAR "
+                        "different-person template pairs in the gallery, or it warns")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, but do not store the threshold")
+    p.add_argument("--clear", action="store_true", help="remove the stored site thresholds instead")
+    _json(p)
 
     p = _add_command(sub, "detect", detect)
     p.add_argument("image", type=Path)

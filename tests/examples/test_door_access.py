@@ -692,3 +692,28 @@ def test_run_denies_a_photo_the_liveness_check_rejects_and_warns_without_one(tmp
     with caplog.at_level("WARNING", logger="door_access"):
         assert door.run_door(config, action=opened.append, handle_signals=False).opens == 1
     assert "printed photo or a phone screen" in caplog.text
+
+
+def test_calibrate_sets_the_doors_own_threshold_which_the_run_then_uses_and_logs(tmp_path, fixtures_dir, capsys):
+    for seed in range(6):
+        (tmp_path / "people" / f"p{seed}").mkdir(parents=True)
+        for shot in range(2):
+            pattern(10 * seed + shot).save(tmp_path / "people" / f"p{seed}" / f"{shot}.png")
+    text = tiny_config(tmp_path, fixtures_dir, required_hits=1, window=1).read_text()
+    config_path = write_config(tmp_path, text.replace("threshold = 0.999", "far = 1e-2"))
+    assert door.main(["--config", str(config_path), "enroll"]) == door.EXIT_OK
+    assert "now set the door's own threshold" in capsys.readouterr().out
+
+    assert door.main(["--config", str(config_path), "calibrate"]) == door.EXIT_OK
+    printed = capsys.readouterr().out
+    assert "site threshold" in printed and "from 60 different-person pairs of 6 people" in printed
+    assert "warning: only 60 impostor pairs back FAR 0.01" in printed  # 300 are needed
+    config = door.load_config(config_path)
+    record = door.calibrate_door(config)
+
+    (tmp_path / "frames").mkdir()
+    shutil.copy(tmp_path / "people" / "p1" / "0.png", tmp_path / "frames" / "f0.png")
+    door.run_door(config, action=lambda decision: None, handle_signals=False)
+    logged = read_log(config.log_path)
+    assert logged and all(r["threshold_source"] == "site" for r in logged)
+    assert logged[0]["threshold"] == round(record.threshold, 4) and logged[0]["far"] == 1e-2

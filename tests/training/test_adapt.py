@@ -13,12 +13,12 @@ import pytest
 from training_helpers import synthetic_face, tiny_config
 
 
-def make_target(root: Path, identities: int = 8, per_identity: int = 6, offset: int = 30) -> Path:
+def make_target(root: Path, identities: int = 8, per_identity: int = 6, offset: int = 30, prefix: str = "s") -> Path:
     """Grayscale PGM people the source model never saw (identities offset from the training ones)."""
     from PIL import Image
 
     for i in range(identities):
-        person = root / f"s{i + 1}"
+        person = root / f"{prefix}{i + 1}"
         person.mkdir(parents=True, exist_ok=True)
         for j in range(per_identity):
             Image.fromarray(synthetic_face(offset + i, j, 40)).convert("L").save(person / f"{j + 1}.pgm")
@@ -253,3 +253,62 @@ def test_a_face_source_model_with_the_adapter_head_can_be_adapted(target, tmp_pa
     model, _ = load_model(result.model_path)
     assert result.card["result"]["trainable_layers"] == ["embedding_dense"]
     assert not np.allclose(_weights(model, "embedding_dense")[0], np.eye(16))
+
+
+def test_kshot_scores_on_separate_test_people_from_a_folder_or_a_pairs_file(source_model, target, tmp_path):
+    from edgeface.adaptation import kshot_evaluation, kshot_markdown
+
+    others = make_target(tmp_path / "others", identities=4, per_identity=4, offset=60, prefix="t")
+    report = kshot_evaluation(source_model, target, shots=(1,), seeds=(0,), n_pairs=20, test_data=others, **SHORT)
+    run = report["runs"][0]
+    assert len(run["adaptation_people"]) == 8  # every --data person is adapted on
+    assert run["held_out_people"] == ["t1", "t2", "t3", "t4"] and report["test"]["root"] == str(others)
+    assert "separate test data" in kshot_markdown(report)
+
+    pairs = tmp_path / "pairs.txt"  # ORL-style names: t1/1.pgm
+    pairs.write_text("1\t3\nt1\t1\t2\nt2\t1\t3\nt3\t2\t4\nt1\t1\tt2\t2\nt3\t1\tt4\t1\nt4\t2\tt2\t3\n")
+    listed = kshot_evaluation(source_model, target, shots=(1,), seeds=(0, 1), test_data=others, test_pairs=pairs,
+                              **SHORT)
+    assert all(r["pairs"] == 6 and r["pairs_file"] == str(pairs) for r in listed["runs"])
+    assert listed["runs"][0]["before"] == listed["runs"][1]["before"]  # the same pairs for every seed
+
+
+def test_kshot_refuses_test_people_it_adapts_on(source_model, target, tmp_path):
+    from edgeface.adaptation import kshot_evaluation
+
+    with pytest.raises(ValueError, match="shares 8 people with the adaptation data"):
+        kshot_evaluation(source_model, target, shots=(1,), seeds=(0,), test_data=target, **SHORT)
+    with pytest.raises(ValueError, match="needs test_data"):
+        kshot_evaluation(source_model, target, shots=(1,), seeds=(0,), test_pairs=tmp_path / "p.txt", **SHORT)
+
+
+def test_an_adapted_model_is_calibrated_on_target_people_it_was_not_adapted_on(source_model, target, tmp_path):
+    from edgeface.adaptation import adapt
+    from edgeface.training import read_keras_metadata
+
+    result = adapt(source_model, target, tmp_path / "held", calibrate_far=0.1, **SHORT)
+    card = result.card
+    assert card["data"]["identities"] == 6  # 2 of the 8 people held back for calibration
+    calibration = card["calibration"]
+    assert calibration["people"] == 2 and calibration["impostor_pairs"] == 36
+    assert not set(calibration["identity_names"]) & set(card["data"]["identity_names"])
+    stored = read_keras_metadata(result.model_path).thresholds
+    assert list(stored) == [0.1] and stored[0.1] == pytest.approx(calibration["thresholds"][0]["threshold"])
+
+    others = make_target(tmp_path / "others", identities=4, per_identity=3, offset=60, prefix="t")
+    result = adapt(source_model, target, tmp_path / "other", calibrate_far=[0.01, 0.1], calibration_data=others,
+                   **SHORT)
+    assert result.card["data"]["identities"] == 8 and result.card["calibration"]["impostor_pairs"] == 54
+    assert "warning" in result.card["calibration"]  # 54 pairs cannot back FAR 0.01
+    assert sorted(read_keras_metadata(result.model_path).thresholds) == [0.01, 0.1]
+
+
+def test_adapt_command_says_loudly_when_the_model_carries_no_threshold(source_model, target, tmp_path, edgeface):
+    code, out, err = edgeface("adapt", source_model, "--data", target, "--out", tmp_path / "a", "--steps", "2",
+                              "--batch-size", "8")
+    assert code == 0 and "WARNING: NO THRESHOLD" in err
+    code, out, err = edgeface("adapt", source_model, "--data", target, "--out", tmp_path / "b", "--steps", "2",
+                              "--batch-size", "8", "--calibrate-far", "0.1")
+    assert code == 0 and "NO THRESHOLD" not in err and "at FAR 0.1, calibrated on 36 different-person pairs" in out
+    code, _, err = edgeface("adapt", source_model, "--data", target, "--out", tmp_path / "c", "--test-data", target)
+    assert code == 2 and "add --kshot" in err

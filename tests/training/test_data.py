@@ -144,12 +144,15 @@ def _shared_detector():
     return path
 
 
-def test_align_falls_back_to_centre_crops_without_a_face(tmp_path):
+def test_align_skips_images_without_a_face_unless_asked_to_centre_crop_them(tmp_path):
     from edgeface.data import CropMaker, decode_dataset, scan_folder
 
     detector = _shared_detector()
     root = make_dataset(tmp_path / "faces", identities=2, per_identity=2)
     maker = CropMaker(str(root), (32, 32), align=True, detector=detector)
+    ds, crops = decode_dataset(scan_folder(root), maker)
+    assert len(ds) == 0 and maker.no_face == 4  # as the device: no face, no crop
+    maker = CropMaker(str(root), (32, 32), align=True, detector=detector, no_face="center")
     ds, crops = decode_dataset(scan_folder(root), maker)
     assert crops.shape == (4, 32, 32, 3) and maker.no_face == 4
 

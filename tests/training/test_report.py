@@ -244,8 +244,10 @@ def test_pairs_naming_missing_images(tmp_path):
     pairs.write_text("1\nAnn\t1\t2\nAnn\t1\tBob\t1\n")
     with pytest.raises(ValueError, match=r"names 2 image\(s\) missing under .*'Ann/Ann_0002.jpg', 'Bob/Bob_0001.jpg'"):
         build_report([tmp_path], pairs=pairs, images=images, folds=None)
-    with pytest.raises(ValueError, match=r"folds 1-1, not \[6, 7, 8, 9, 10\]"):
+    with pytest.raises(ValueError, match=r"names 2 image\(s\) missing"):  # a one-fold file: its fold, as it is
         build_report([tmp_path], pairs=pairs, images=images)
+    with pytest.raises(ValueError, match=r"folds 1-1, not \[6, 7, 8, 9, 10\]"):
+        build_report([tmp_path], pairs=pairs, images=images, folds=(6, 7, 8, 9, 10))
 
 
 def test_bad_models_and_folders(two_people, tmp_path):
