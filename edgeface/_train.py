@@ -471,12 +471,16 @@ def _is_lost_worker(exc: BaseException) -> bool:
 
 def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> RuntimeError:
     resumable = (out / "checkpoints" / "state.json").is_file()
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    import re
+
+    # TensorFlow's message leads with the op's internal name; the next line names the lost task.
+    text = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", str(exc)).strip()
+    first = " ".join(text.splitlines()[:2]) or type(exc).__name__
     then = (f"the last finished epoch is checkpointed in {out / 'checkpoints'}: start every worker again with "
             "the same options and --resume" if resumable else
             "no epoch had finished, so there is nothing to resume: start every worker again")
     return RuntimeError(f"multi-worker training stopped on {worker.task}: another worker died or became "
-                        f"unreachable ({type(exc).__name__}: {first[:300]}). Nothing was written to "
+                        f"unreachable ({type(exc).__name__}: {first[:400]}). Nothing was written to "
                         f"{out / MODEL_NAME}; {then}")
 
 
