@@ -79,6 +79,12 @@ class TrainConfig:
     such as deep-funneled LFW). ``recipe`` names an entry of ``RECIPES`` whose values replace
     the defaults of the fields you do not set.
 
+    Several machines: ``strategy="multiworker"``, one process per machine, each with its own
+    ``TF_CONFIG`` (docs/multiworker.md). ``batch_size`` is then the global batch, split evenly over
+    the workers; each trains on its own shard of every pass over the images and embeds its own
+    shard for a teacher. Only the chief (task "chief", else "worker" 0) writes ``out``; the others
+    write to a scratch folder they delete. ``resume`` reads ``out/checkpoints`` on every worker.
+
     Distillation: ``teacher`` (``"dlib"``, a ``.keras``/``.tflite`` embedding model or an
     ``.npz`` of precomputed embeddings; see :func:`edgeface.teachers.load_teacher`, options in
     ``teacher_options``) makes the student learn the teacher's embedding of each training
@@ -461,6 +467,25 @@ def _agreement(strategy, worker: _Worker):
     return agree
 
 
+def _check_same_data(data: _Data, worker: _Worker, agree) -> None:
+    """Fail on every worker at once when they did not load the same training images.
+
+    Workers pick their images by index into their own copy of the list: a machine with another
+    data folder (a missing file, another copy) would silently train on the wrong shard.
+    """
+    import hashlib
+
+    listing = json.dumps([data.train.paths, data.train.labels.tolist(),
+                          None if data.val is None else data.val.paths]).encode()
+    # 20 bits, so the squares stay exact in float64: the values agree iff their variance is 0.
+    value = float(int.from_bytes(hashlib.sha256(listing).digest()[:3], "big") >> 4)
+    mean = agree({"value": value, "square": value * value})
+    if mean["square"] != mean["value"] ** 2:
+        raise ValueError(f"the {worker.count} workers loaded different training data ({worker.task}: "
+                         f"{len(data.train)} training images in {data.train.root}); every machine needs the same "
+                         "data folder (the same files at the same relative paths) and the same options")
+
+
 def _is_lost_worker(exc: BaseException) -> bool:
     """Whether ``exc`` is how TensorFlow reports a peer that died or became unreachable."""
     from ._keras import tf
@@ -469,7 +494,11 @@ def _is_lost_worker(exc: BaseException) -> bool:
                             tf.errors.DeadlineExceededError))
 
 
-def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> RuntimeError:
+class WorkerLostError(RuntimeError):
+    """A multi-worker run stopped because another worker died or became unreachable; no model was written."""
+
+
+def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> WorkerLostError:
     resumable = (out / "checkpoints" / "state.json").is_file()
     import re
 
@@ -479,7 +508,7 @@ def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> Runtim
     then = (f"the last finished epoch is checkpointed in {out / 'checkpoints'}: start every worker again with "
             "the same options and --resume" if resumable else
             "no epoch had finished, so there is nothing to resume: start every worker again")
-    return RuntimeError(f"multi-worker training stopped on {worker.task}: another worker died or became "
+    return WorkerLostError(f"multi-worker training stopped on {worker.task}: another worker died or became "
                         f"unreachable ({type(exc).__name__}: {first[:400]}). Nothing was written to "
                         f"{out / MODEL_NAME}; {then}")
 
@@ -689,6 +718,8 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
         (work / "checkpoints").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "checkpoints" / "best.weights.h5", work / "checkpoints" / "best.weights.h5")
     data = _load_data(config, preprocess)
+    if worker.count > 1:
+        _check_same_data(data, worker, _agreement(strategy, worker))
     distill = _prepare_distillation(config, data, strategy, worker) if config.distilling else None
     fingerprint = {"backbone": config.backbone, "input_size": list(config.input_size), "head": config.head,
                    "embedding_size": config.embedding_size, "embedding_style": config.embedding_style,

@@ -19,6 +19,7 @@ import typer
 from ._allocator import relaunch_with_tcmalloc
 
 EXIT_BAD_INPUT = 2
+EXIT_WORKER_LOST = 10  # multi-worker training: another worker died (1-9 are the runtime's); --resume continues
 EXIT_MISSING_EXTRA = 7  # as the runtime's InterpreterNotFoundError: an ImportError whose message gives the pip command
 
 
@@ -104,7 +105,9 @@ def train_command(
     out: Optional[Path] = typer.Option(None, help="Output folder (model.keras, training_card.json, checkpoints/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    strategy: Optional[str] = typer.Option(None, help="Distribution: none, mirrored or multiworker."),
+    strategy: Optional[str] = typer.Option(
+        None, help="Distribution: none, mirrored or multiworker (one process per machine, each with its own "
+                   "TF_CONFIG; see docs/multiworker.md)."),
     teacher: Optional[str] = typer.Option(
         None, help="Distil from a teacher: 'sface' or 'dlib_resnet' (face sources rebuilt in Keras, aligned with "
                    "BlazeFace; the 'sources' extra), 'dlib' (dlib itself, its own alignment; the 'teachers' extra: "
@@ -161,6 +164,16 @@ def train_command(
     except ImportError as exc:  # an optional extra (e.g. the dlib teacher) is not installed
         _fail(exc)
         raise typer.Exit(EXIT_MISSING_EXTRA) from None
+    except RuntimeError as exc:
+        from ._train import WorkerLostError
+
+        if not isinstance(exc, WorkerLostError):
+            raise
+        _fail(exc)  # the message says what to do; a traceback would bury it
+        raise typer.Exit(EXIT_WORKER_LOST) from None
+    if not result.chief:  # a multi-worker run: this worker wrote nothing itself
+        typer.echo(f"this worker's share is done; the chief writes the model: {result.model_path}")
+        return
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"training card: {result.card_path}")
     best = result.metrics.get("best_validation", {})

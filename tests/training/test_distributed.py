@@ -192,9 +192,22 @@ def test_shard_of_is_a_stable_hash_of_the_relative_path():
 def test_teacher_shards_embed_disjoint_parts_that_the_cache_reads_as_one(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgeface._teachers import EnsembleTeacher
-    from edgeface.teachers import merge_teacher_cache, shard_of, teacher_embeddings
-    from test_source_teachers import _fixed
+    from edgeface.teachers import EnsembleTeacher, Teacher, merge_teacher_cache, shard_of, teacher_embeddings
+
+    def _fixed(vectors, paths, tag="a"):
+        """A teacher returning given rows by path, counting the rows asked of it."""
+        class Fixed(Teacher):
+            kind = "fixed"
+
+            def __init__(self):
+                self.rows, self.calls = dict(zip(paths, np.asarray(vectors, np.float32))), 0
+                super().__init__(None, {"tag": tag}, int(np.shape(vectors)[1]))
+
+            def embed(self, root, wanted, progress=None):
+                self.calls += len(wanted)
+                return np.stack([self.rows[p] for p in wanted])
+
+        return Fixed()
 
     data = make_dataset(tmp_path / "faces", identities=5, per_identity=4, size=16)
     paths = sorted(str(p.relative_to(data)) for p in data.glob("*/*"))
@@ -206,6 +219,7 @@ def test_teacher_shards_embed_disjoint_parts_that_the_cache_reads_as_one(tmp_pat
                                                            shard=(k, 3)), range(3)))
     for k, f in enumerate(found):
         assert f.paths == [p for p in paths if shard_of(p, 3) == k] and f.computed == len(f.paths)
+        assert teachers[k].calls == len(f.paths)  # each embedded its own shard, nothing more
     assert sum(len(f.paths) for f in found) == len(paths)
     assert len(list(cache.glob("*.part-*-of-3.npz"))) == 3 and not list(cache.glob("fixed-????????????????????.npz"))
 
@@ -224,3 +238,41 @@ def test_teacher_shards_embed_disjoint_parts_that_the_cache_reads_as_one(tmp_pat
                            paths, cache_dir=cache, shard=(0, 2))
     with pytest.raises(ValueError, match="shard"):
         teacher_embeddings(reader, str(data), paths, cache_dir=cache, shard=(3, 3))
+
+
+@pytest.mark.slow
+def test_workers_with_different_data_folders_refuse_to_train(tmp_path):
+    from multiworker_helpers import start_workers, wait_all
+    from training_helpers import make_dataset
+
+    _faces(tmp_path)
+    other = make_dataset(tmp_path / "other", identities=7, per_identity=5)
+    (other / "person_00" / "000.png").unlink()  # one file missing on the second machine
+    workers = start_workers(tmp_path, 2, {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8},
+                            per_worker={1: {"data": str(other)}})
+    wait_all(workers, timeout=300)
+    for w in workers:
+        assert w.process.returncode != 0 and "loaded different training data" in w.output(), w.output()[-3000:]
+    assert not (tmp_path / "out" / "model.keras").exists()
+
+
+def test_the_train_command_reports_a_lost_worker_in_one_line_with_its_own_exit_code(edgeface, tmp_path, monkeypatch):
+    import edgeface._train as train_module
+    from edgeface.training import TrainResult, WorkerLostError
+
+    def lost(config, **kwargs):
+        raise WorkerLostError("multi-worker training stopped on worker 0: another worker died or became "
+                              "unreachable (...). Nothing was written; start every worker again with --resume")
+
+    monkeypatch.setattr(train_module, "train", lost)
+    code, _, err = edgeface("train", "--data", tmp_path, "--strategy", "multiworker", "--out", tmp_path / "r")
+    assert code == 10 and err.startswith("error: multi-worker training stopped") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+    def not_chief(config, **kwargs):
+        return TrainResult(Path(config.out), Path(config.out) / "model.keras", Path(config.out) / "training_card.json",
+                           {}, [], {}, chief=False)
+
+    monkeypatch.setattr(train_module, "train", not_chief)
+    code, out, _ = edgeface("train", "--data", tmp_path, "--strategy", "multiworker", "--out", tmp_path / "r")
+    assert code == 0 and "the chief writes the model" in out and "training card" not in out
