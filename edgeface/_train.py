@@ -509,8 +509,8 @@ def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> Worker
             "the same options and --resume" if resumable else
             "no epoch had finished, so there is nothing to resume: start every worker again")
     return WorkerLostError(f"multi-worker training stopped on {worker.task}: another worker died or became "
-                        f"unreachable ({type(exc).__name__}: {first[:400]}). Nothing was written to "
-                        f"{out / MODEL_NAME}; {then}")
+                        f"unreachable ({type(exc).__name__}: {first[:400]}). This run wrote no "
+                           f"{out / MODEL_NAME}; {then}")
 
 
 def _schedule(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int):
@@ -721,6 +721,8 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
     if worker.count > 1:
         _check_same_data(data, worker, _agreement(strategy, worker))
     distill = _prepare_distillation(config, data, strategy, worker) if config.distilling else None
+    if worker.count > 1 and distill is not None:  # images the teacher failed on are dropped: the same ones everywhere?
+        _check_same_data(data, worker, _agreement(strategy, worker))
     fingerprint = {"backbone": config.backbone, "input_size": list(config.input_size), "head": config.head,
                    "embedding_size": config.embedding_size, "embedding_style": config.embedding_style,
                    "identities": data.train.num_classes, "epochs_frozen": config.epochs_frozen,

@@ -7,8 +7,10 @@ Each round trains the same configuration once as a plain single-process run (``s
 and once as ``--workers`` processes on 127.0.0.1 (``strategy="multiworker"``, one TF_CONFIG
 each), alternating, so both see the same machine load. The global batch stays the same: with two
 workers each one computes half of it. A step's time is its epoch's time (input pipeline and
-gradient all-reduce included, checkpoint not) over the steps in it; the first epoch of each run
-(graph tracing, warm-up) is left out. Prints one JSON object with the medians and their ratio.
+gradient all-reduce included, checkpoint not) over the steps in it, and its CPU time the CPU time
+of all the workers' processes in that epoch (steadier than wall time when other jobs share the
+machine); the first epoch of each run (graph tracing, warm-up) is left out. Prints one JSON object
+with the medians and their ratios.
 
 On one machine the workers share its cores: the ratio says what the collectives cost there, not
 what several machines would gain.
@@ -54,11 +56,28 @@ def _config(args: argparse.Namespace, data: Path, out: Path, strategy: str) -> d
 
 
 def _worker(config: dict) -> None:
+    from edgeface._keras import keras
     from edgeface.training import TrainConfig, train
 
-    result = train(TrainConfig(**config))
-    seconds = [row["seconds"] for row in result.history]
-    print("RESULT " + json.dumps({"epoch_seconds": seconds, "chief": result.chief}), flush=True)
+    class Clock(keras.callbacks.Callback):
+        """Wall and CPU time (all of this process's threads) of each epoch: under other load the CPU
+        time is the steadier measure of what a step costs."""
+
+        def __init__(self):
+            super().__init__()
+            self.wall, self.cpu = [], []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = (time.perf_counter(), time.process_time())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.wall.append(time.perf_counter() - self._start[0])
+            self.cpu.append(time.process_time() - self._start[1])
+
+    clock = Clock()
+    result = train(TrainConfig(**config), callbacks=[clock])
+    print("RESULT " + json.dumps({"epoch_seconds": clock.wall, "epoch_cpu_seconds": clock.cpu,
+                                  "chief": result.chief}), flush=True)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -72,8 +91,9 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _run(config: dict, workers: int, timeout: float) -> list[float]:
-    """Start ``workers`` processes (one: no TF_CONFIG) and return the chief's epoch times."""
+def _run(config: dict, workers: int, timeout: float) -> tuple[list[float], list[float]]:
+    """Start ``workers`` processes (one: no TF_CONFIG); return the chief's epoch times and the CPU
+    time of each epoch, all workers together."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=os.pathsep.join([str(REPO / "runtime"), str(REPO), os.environ.get("PYTHONPATH", "")]))
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(workers)]}
@@ -94,8 +114,10 @@ def _run(config: dict, workers: int, timeout: float) -> list[float]:
     for p, (_, err) in zip(procs, outputs):
         if p.returncode != 0:
             raise RuntimeError(f"a benchmark worker failed (exit {p.returncode}):\n{err[-3000:]}")
-    line = [x for x in outputs[0][0].splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])["epoch_seconds"]
+    results = [json.loads([x for x in out.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
+               for out, _ in outputs]
+    cpu = [sum(epochs) for epochs in zip(*(r["epoch_cpu_seconds"] for r in results))]
+    return results[0]["epoch_seconds"], cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,19 +139,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--epochs must be at least 2: the first epoch is warm-up and left out")
 
     step_seconds: dict[str, list[float]] = {"1 process": [], f"{args.workers} workers": []}
+    step_cpu: dict[str, list[float]] = {name: [] for name in step_seconds}
     with tempfile.TemporaryDirectory(prefix="edgeface-bench-") as tmp:
         data = _faces(Path(tmp) / "faces", identities=40, per_identity=10, size=args.input_size + 16)
         for round_ in range(args.rounds):
             for name, workers, strategy in (("1 process", 1, "none"),
                                             (f"{args.workers} workers", args.workers, "multiworker")):
                 out = Path(tmp) / f"run-{round_}-{workers}"
-                epochs = _run(_config(args, data, out, strategy), workers, args.timeout)
+                epochs, cpu = _run(_config(args, data, out, strategy), workers, args.timeout)
                 step_seconds[name].extend(s / args.steps for s in epochs[1:])
-                print(f"round {round_ + 1}, {name}: {[round(s / args.steps, 3) for s in epochs[1:]]} s per step",
-                      file=sys.stderr, flush=True)
+                step_cpu[name].extend(s / args.steps for s in cpu[1:])
+                print(f"round {round_ + 1}, {name}: {[round(s / args.steps, 3) for s in epochs[1:]]} s per step, "
+                      f"{[round(s / args.steps, 3) for s in cpu[1:]]} CPU s per step", file=sys.stderr, flush=True)
     medians = {name: statistics.median(values) for name, values in step_seconds.items()}
     rates = {name: 1.0 / m for name, m in medians.items()}
     one, many = rates["1 process"], rates[f"{args.workers} workers"]
+    cpu = {name: statistics.median(values) for name, values in step_cpu.items()}
     print(json.dumps({
         "backbone": args.backbone, "input_size": args.input_size, "global_batch": args.batch_size,
         "steps_per_epoch": args.steps, "epochs_timed_per_run": args.epochs - 1, "rounds": args.rounds,
@@ -138,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "steps_per_second": {k: round(v, 3) for k, v in rates.items()},
         "images_per_second": {k: round(v * args.batch_size, 1) for k, v in rates.items()},
         "ratio_multiworker_to_one": round(many / one, 3),
+        "median_cpu_seconds_per_step": {k: round(v, 4) for k, v in cpu.items()},
+        "cpu_ratio_multiworker_to_one": round(cpu[f"{args.workers} workers"] / cpu["1 process"], 3),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "all_step_seconds": {k: [round(v, 4) for v in vs] for k, vs in step_seconds.items()},
     }, indent=1))
     return 0
