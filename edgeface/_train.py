@@ -877,7 +877,8 @@ class _Distillation:
     describe: dict[str, Any]     # what the training card records
 
 
-def _prepare_distillation(config: TrainConfig, data: _Data, strategy=None, worker: _Worker = _Worker()) -> _Distillation:
+def _prepare_distillation(config: TrainConfig, data: _Data, strategy=None,
+                          worker: _Worker = _Worker()) -> _Distillation:
     """Embed the training images with the teacher (cached), drop the ones it failed on, make the targets.
 
     With several workers each first embeds its own shard of the images into the cache, then all

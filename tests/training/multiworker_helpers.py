@@ -73,7 +73,8 @@ class Die(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGSTOP)
 
 started = time.monotonic()
-result = train(tiny_config(run / "faces", run / "out", strategy="multiworker", **options), callbacks=[Die()])
+result = train(tiny_config(options.pop("data", run / "faces"), run / "out", strategy="multiworker", **options),
+               callbacks=[Die()])
 print("RESULT " + json.dumps({"chief": result.chief, "model_path": str(result.model_path),
                               "epochs": len(result.history), "seconds": time.monotonic() - started,
                               "strategy": result.card["environment"]["strategy"],

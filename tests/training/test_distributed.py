@@ -48,8 +48,6 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 # --------------------------------------------------------------------------- several workers on loopback
 
 def _faces(run: Path) -> None:
-    from training_helpers import make_dataset
-
     # 7 people of 5: 2 go to validation, 25 training images; an odd count, so each pass drops one.
     make_dataset(run / "faces", identities=7, per_identity=5)
 
@@ -83,7 +81,7 @@ def test_two_loopback_workers_train_and_embed_disjoint_shards_and_only_the_chief
         mine, theirs = (set(s[p * per_pass:(p + 1) * per_pass]) for s in (first, second))
         assert len(mine) == len(theirs) == per_pass  # no image twice in a worker's pass
         assert not mine & theirs                     # nor on both workers
-        assert mine | theirs <= set(range(n))
+        assert len(mine | theirs) == 2 * per_pass and mine | theirs <= set(range(n))
 
     # The teacher: each worker embedded its own shard (by path hash), once; both then read the whole set.
     from edgeface.teachers import shard_of
@@ -102,8 +100,6 @@ def test_two_loopback_workers_train_and_embed_disjoint_shards_and_only_the_chief
     assert list((tmp_path / "tmp-1").iterdir()) == []
 
     # The result is an ordinary edgeface model.
-    import numpy as np
-
     from edgeface.training import load_model
 
     model, metadata = load_model(out / "model.keras")
@@ -243,7 +239,6 @@ def test_teacher_shards_embed_disjoint_parts_that_the_cache_reads_as_one(tmp_pat
 @pytest.mark.slow
 def test_workers_with_different_data_folders_refuse_to_train(tmp_path):
     from multiworker_helpers import start_workers, wait_all
-    from training_helpers import make_dataset
 
     _faces(tmp_path)
     other = make_dataset(tmp_path / "other", identities=7, per_identity=5)
