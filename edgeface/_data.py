@@ -376,10 +376,21 @@ class Augment:
         return cls(**data)
 
 
-def index_stream(labels: np.ndarray, seed: int, *, balanced: bool = False, start_epoch: int = 0) -> Iterator[int]:
-    """Endless sample indices, reshuffled each pass; ``balanced``: uniform over people first."""
+def index_stream(labels: np.ndarray, seed: int, *, balanced: bool = False, start_epoch: int = 0,
+                 shard: tuple[int, int] = (0, 1)) -> Iterator[int]:
+    """Endless sample indices, reshuffled each pass; ``balanced``: uniform over people first.
+
+    ``shard=(i, n)``: worker ``i`` of ``n`` (multi-worker training). Every worker draws the same
+    pass order from ``seed`` and keeps every n-th index from position ``i``, so within a pass no
+    image reaches two workers. A pass is cut to a multiple of ``n`` (at most ``n - 1`` images, a
+    different few each pass) so the workers' passes stay the same length and in step.
+    """
+    index, count = _check_shard(shard)
     labels = np.asarray(labels)
     n = len(labels)
+    if n < count:
+        raise ValueError(f"{n} training image(s) cannot be shared among {count} workers: each needs at least one; "
+                         "add images or start fewer workers")
     members = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)] if balanced else []
     members = [m for m in members if len(m)]
     epoch = start_epoch
@@ -390,8 +401,20 @@ def index_stream(labels: np.ndarray, seed: int, *, balanced: bool = False, start
             order = np.array([members[c][rng.integers(len(members[c]))] for c in classes])
         else:
             order = rng.permutation(n)
+        if count > 1:
+            order = order[:n - n % count][index::count]
         yield from (int(i) for i in order)
         epoch += 1
+
+
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (index, count), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard (index, count) needs 0 <= index < count, got {shard!r}")
+    return index, count
 
 
 def to_model_input(images, preprocess: Preprocess):
@@ -454,8 +477,12 @@ def augment_batch(images, augment: Augment, seed: int | None = None):
 def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Preprocess,
                        crops: np.ndarray | None = None, crop: Callable[[str], np.ndarray] | None = None,
                        augment: Augment | None = Augment(), balanced: bool = False, seed: int = 0,
-                       start_epoch: int = 0, targets: np.ndarray | None = None, with_labels: bool = True):
+                       start_epoch: int = 0, targets: np.ndarray | None = None, with_labels: bool = True,
+                       shard: tuple[int, int] = (0, 1)):
     """An endless ``((image, label), label)`` tf.data pipeline of whole batches.
+
+    ``shard=(i, n)``: this is worker ``i`` of ``n`` and ``batch_size`` its own share of the global
+    batch; the workers' images never overlap within a pass (:func:`index_stream`).
 
     Give ``crops`` (decoded in memory, row ``i`` for ``dataset.paths[i]``) or ``crop``
     (decodes a path; used for datasets too large to cache; an image unreadable at this
@@ -470,6 +497,11 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
         raise ValueError("give crops (decoded images) or crop (a path → crop function)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    # Checked here: inside the tf.data generator an error would surface as an opaque one.
+    shard = _check_shard(shard)
+    if len(dataset) < shard[1]:
+        raise ValueError(f"{len(dataset)} training image(s) cannot be shared among {shard[1]} workers: each needs "
+                         "at least one; add images or start fewer workers")
     h, w = preprocess.input_size
     labels = dataset.labels
     paths = dataset.paths
@@ -512,7 +544,7 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
         return (x, batch_labels), (batch_targets, batch_labels)
 
     def index_batches():
-        stream = index_stream(labels, seed, balanced=balanced, start_epoch=start_epoch)
+        stream = index_stream(labels, seed, balanced=balanced, start_epoch=start_epoch, shard=shard)
         while True:  # one Python call per batch, not per image: the generator holds the GIL
             yield np.fromiter(stream, np.int64, count=batch_size)
 
@@ -520,7 +552,7 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
-    # One worker: the batches are already global; sharding a generator-fed dataset is not possible.
+    # Sharding is done above (index_stream): tf.data cannot shard a generator-fed dataset itself.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 

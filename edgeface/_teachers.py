@@ -15,6 +15,12 @@ path and the digest of the image's bytes, so a second run, or a run with another
 folder, embeds nothing again, and an edited image is embedded afresh. An ensemble is not
 cached itself (its centring depends on the set embedded): its members are, each under its own
 fingerprint.
+
+A large folder can be embedded by several processes or machines at once: ``shard=(i, n)``
+makes one of them embed only the images whose stable hash of their path (:func:`shard_of`)
+is ``i`` modulo ``n``, into a part file of its own beside the cache file
+(``<cache>.part-<i>-of-<n>.npz``: concurrent writers never replace each other's rows). Reading
+the cache merges every part file; :func:`merge_teacher_cache` folds them into the one file.
 """
 
 from __future__ import annotations
@@ -871,6 +877,31 @@ def cache_file(teacher: Teacher, cache_dir: str | os.PathLike | None = None) -> 
     return folder / f"{teacher.kind}-{teacher.fingerprint[:20]}.npz"
 
 
+def shard_of(path: str, count: int) -> int:
+    """The shard (0..count-1) of an image path relative to the data root: a hash of the path, so
+    the same on every machine and run (Python's ``hash`` is salted per process)."""
+    digest = hashlib.sha1(_norm_key(path).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % int(count)
+
+
+def _part_file(file: Path, shard: tuple[int, int]) -> Path:
+    return file.with_name(f"{file.stem}.part-{shard[0]}-of-{shard[1]}.npz")
+
+
+def _part_files(file: Path) -> list[Path]:
+    return sorted(file.parent.glob(f"{file.stem}.part-*-of-*.npz"))
+
+
+def _check_shard(shard: Any) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (index, count), e.g. (0, 4) for the first of four, got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard (index, count) needs 0 <= index < count, got {shard!r}")
+    return index, count
+
+
 def _digest(file: str) -> str:
     try:
         with open(file, "rb") as fh:
@@ -904,14 +935,26 @@ class TeacherEmbeddings:
 
 def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
                        cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                       progress: Progress | None = None) -> TeacherEmbeddings:
+                       progress: Progress | None = None, shard: tuple[int, int] | None = None) -> TeacherEmbeddings:
     """The teacher's vectors for ``paths`` (relative to ``root``), reusing and extending the cache.
 
     A cached row is reused when the image's path and the digest of its bytes both match;
     only the rest reach the teacher. Failed images are not cached (they are retried). An
     :class:`EnsembleTeacher` goes through its members' caches and combines over ``paths``.
+
+    ``shard=(i, n)``: only the paths of shard ``i`` of ``n`` (:func:`shard_of`) are embedded and
+    returned, and new rows go to this shard's own part file, so ``n`` processes or machines
+    sharing the cache folder embed a large folder together; a later call without ``shard`` reads
+    all their rows. An ensemble's shard is its members' shards (it is combined only over the
+    whole set).
     """
     paths = list(paths)
+    if shard is not None:
+        index, count = _check_shard(shard)
+        if isinstance(teacher, EnsembleTeacher):
+            raise ValueError("an ensemble teacher is centred over the whole set, so it cannot embed a shard; "
+                             "shard each member (teacher.members) instead, then embed the whole set")
+        paths = [p for p in paths if shard_of(p, count) == index]
     if isinstance(teacher, EnsembleTeacher):
         return teacher.embeddings(root, paths, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     if not (use_cache and teacher.cacheable):
@@ -921,6 +964,8 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         digests = list(pool.map(_digest, [os.path.join(root, p) for p in paths]))
     cached = _read_cache(file, teacher)
+    for part in _part_files(file):
+        cached.update(_read_cache(part, teacher))
     vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)  # type: ignore[arg-type]
     todo: list[int] = []
     for i, (path, digest) in enumerate(zip(paths, digests)):
@@ -937,10 +982,33 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
         for i, row in zip(todo, fresh):
             if np.all(np.isfinite(row)) and digests[i]:
                 cached[(_norm_key(paths[i]), digests[i])] = row
-        _write_cache(file, teacher, cached)
+        if shard is None:
+            _write_cache(file, teacher, cached)
+        else:  # this shard's rows only, in its own file: the other shards write theirs at the same time
+            mine = {(_norm_key(p), d) for p, d in zip(paths, digests)}
+            file = _part_file(file, (index, count))
+            _write_cache(file, teacher, {k: v for k, v in cached.items() if k in mine})
     else:
         logger.info("teacher %s: all %d embeddings reused from %s", teacher.kind, len(paths), file)
     return TeacherEmbeddings(paths, vectors, file, reused, len(todo))
+
+
+def merge_teacher_cache(teacher: Teacher, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """Fold the part files of sharded runs (``teacher_embeddings(shard=...)``) into the teacher's
+    one cache file and delete them; returns the cache file (None when there was nothing).
+
+    Run it once every shard has finished: a part file still being written is left for later."""
+    file = cache_file(teacher, cache_dir)
+    parts = _part_files(file)
+    rows = _read_cache(file, teacher)
+    for part in parts:
+        rows.update(_read_cache(part, teacher))
+    if not rows:
+        return None
+    _write_cache(file, teacher, rows)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return file
 
 
 def _read_cache(file: Path, teacher: Teacher) -> dict[tuple[str, str], np.ndarray]:

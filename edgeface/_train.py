@@ -82,6 +82,12 @@ class TrainConfig:
     ``recipe`` names an entry of ``RECIPES`` whose values replace the defaults of the fields
     you do not set.
 
+    Several machines: ``strategy="multiworker"``, one process per machine, each with its own
+    ``TF_CONFIG`` (docs/multiworker.md). ``batch_size`` is then the global batch, split evenly over
+    the workers; each trains on its own shard of every pass over the images and embeds its own
+    shard for a teacher. Only the chief (task "chief", else "worker" 0) writes ``out``; the others
+    write to a scratch folder they delete. ``resume`` reads ``out/checkpoints`` on every worker.
+
     Distillation: ``teacher`` (``"dlib"``, a ``.keras``/``.tflite`` embedding model or an
     ``.npz`` of precomputed embeddings; see :func:`edgeface.teachers.load_teacher`, options in
     ``teacher_options``) makes the student learn the teacher's embedding of each training
@@ -330,6 +336,8 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
     card: dict[str, Any]
+    # False on the other workers of a multi-worker run: only the chief writes model_path and card_path.
+    chief: bool = True
 
 
 # --------------------------------------------------------------------------- the run
@@ -425,6 +433,103 @@ def _make_strategy(name: str):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """This process's place in a multi-worker run; a run on one machine is worker 0 of 1, the chief."""
+
+    index: int = 0      # the input pipeline this worker feeds: the chief first, then the workers
+    count: int = 1
+    chief: bool = True
+    task: str = "worker 0"
+
+
+def _worker_of(strategy, name: str) -> _Worker:
+    """Read this worker's place from a MultiWorkerMirroredStrategy's cluster (TF_CONFIG)."""
+    if name != "multiworker":
+        return _Worker()
+    resolver = strategy.cluster_resolver
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+    if chiefs + workers <= 1:  # no TF_CONFIG (or a cluster of one): a plain single-machine run
+        return _Worker()
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    if task_type not in ("chief", "worker"):
+        raise ValueError(f"TF_CONFIG names this task {task_type!r} {task_id}; multi-worker training runs only "
+                         "'chief' and 'worker' tasks (one per machine)")
+    # The same order as TensorFlow's input pipeline ids: the chief, then the workers by index.
+    index = 0 if task_type == "chief" else chiefs + task_id
+    chief = task_type == "chief" or (chiefs == 0 and task_id == 0)
+    return _Worker(index, chiefs + workers, chief, f"{task_type} {task_id}")
+
+
+def _agreement(strategy, worker: _Worker):
+    """A function averaging a dict of floats over all workers (identity on one worker).
+
+    Every worker must take the same early-stopping and best-epoch decisions, or one leaves a
+    collective the others still wait in; the same numbers on every worker guarantee that even
+    where two machines' floating point differs in the last bit.
+    """
+    if worker.count == 1:
+        return lambda values: values
+    from ._keras import tf
+
+    def agree(values: dict[str, float]) -> dict[str, float]:
+        keys = sorted(values)
+        local = tf.constant([float(values[k]) for k in keys], tf.float64)
+        mean = strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda: tf.identity(local)), axis=None)
+        return dict(zip(keys, (float(v) for v in mean.numpy())))
+
+    return agree
+
+
+def _check_same_data(data: _Data, worker: _Worker, agree) -> None:
+    """Fail on every worker at once when they did not load the same training images.
+
+    Workers pick their images by index into their own copy of the list: a machine with another
+    data folder (a missing file, another copy) would silently train on the wrong shard.
+    """
+    import hashlib
+
+    listing = json.dumps([data.train.paths, data.train.labels.tolist(),
+                          None if data.val is None else data.val.paths]).encode()
+    # 20 bits, so the squares stay exact in float64: the values agree iff their variance is 0.
+    value = float(int.from_bytes(hashlib.sha256(listing).digest()[:3], "big") >> 4)
+    mean = agree({"value": value, "square": value * value})
+    if mean["square"] != mean["value"] ** 2:
+        raise ValueError(f"the {worker.count} workers loaded different training data ({worker.task}: "
+                         f"{len(data.train)} training images in {data.train.root}); every machine needs the same "
+                         "data folder (the same files at the same relative paths) and the same options")
+
+
+def _is_lost_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is how TensorFlow reports a peer that died or became unreachable."""
+    from ._keras import tf
+
+    return isinstance(exc, (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+                            tf.errors.DeadlineExceededError))
+
+
+class WorkerLostError(RuntimeError):
+    """A multi-worker run stopped because another worker died or became unreachable; no model was written."""
+
+    exit_code_name = "worker_lost"  # its own row of edgeface_runtime.commandline.EXIT_CODES: restart with --resume
+
+
+def _lost_worker_error(exc: BaseException, worker: _Worker, out: Path) -> WorkerLostError:
+    resumable = (out / "checkpoints" / "state.json").is_file()
+    import re
+
+    # TensorFlow's message leads with the op's internal name; the next line names the lost task.
+    text = re.sub(r"\{\{function_node[^}]*\}\}\s*", "", str(exc)).strip()
+    first = " ".join(text.splitlines()[:2]) or type(exc).__name__
+    then = (f"the last finished epoch is checkpointed in {out / 'checkpoints'}: start every worker again with "
+            "the same options and --resume" if resumable else
+            "no epoch had finished, so there is nothing to resume: start every worker again")
+    return WorkerLostError(f"multi-worker training stopped on {worker.task}: another worker died or became "
+                        f"unreachable ({type(exc).__name__}: {first[:400]}). This run wrote no "
+                           f"{out / MODEL_NAME}; {then}")
+
+
 def _schedule(config: TrainConfig, lr: float, epochs: int, steps_per_epoch: int):
     from ._keras import keras
 
@@ -479,12 +584,18 @@ def _set_trainable(backbone, stage: str, config: TrainConfig) -> int:
 class _Tracker:
     """Per-epoch bookkeeping: validation score, best weights, early stopping, checkpoints."""
 
-    def __init__(self, out: Path, models, preprocess, data: _Data, config: TrainConfig, state: dict):
+    def __init__(self, out: Path, models, preprocess, data: _Data, config: TrainConfig, state: dict, *,
+                 work: Path | None = None, agree=lambda values: values):
+        """``work``: where this process writes its checkpoints (``out``, or a scratch folder on the
+        other workers of a multi-worker run); a resumed run reads them from ``out``. ``agree``
+        makes the validation numbers the same on every worker (:func:`_agreement`)."""
         self.out, self.models, self.preprocess, self.data, self.config = out, models, preprocess, data, config
         self.state = state
+        self.agree = agree
         self.started = time.monotonic()
         self.prior_seconds = float(state.get("elapsed_seconds", 0.0))
-        self.ckpt_dir = out / "checkpoints"
+        self.resume_dir = out / "checkpoints"
+        self.ckpt_dir = (work or out) / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -512,6 +623,8 @@ class _Tracker:
         row = {"stage": stage, "epoch": epoch + 1, "seconds": round(seconds, 2),
                **{k: float(v) for k, v in (logs or {}).items()}}
         val = self.validate()
+        if val is not None:
+            val = self.agree(val)
         stop = False
         if val is not None:
             row.update(val)
@@ -566,10 +679,42 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     tune_allocator_for_training()
     # First TensorFlow work of the run: MultiWorkerMirroredStrategy must precede every other op.
     strategy = _make_strategy(config.strategy)
+    worker = _worker_of(strategy, config.strategy)
+    replicas = int(strategy.num_replicas_in_sync)
+    if worker.count > 1 and config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} is the global batch and must split evenly over the "
+                         f"{replicas} replicas of the {worker.count} workers; use a multiple of {replicas}")
     keras.mixed_precision.set_global_policy("float32")
     keras.utils.set_random_seed(config.seed)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if worker.chief:
+        out.mkdir(parents=True, exist_ok=True)
+        work = out
+    else:
+        import tempfile
+
+        # The standard Keras multi-worker pattern: every worker saves (saving reads variables through
+        # collectives the chief waits in), the others into a scratch folder deleted at the end.
+        work = Path(tempfile.mkdtemp(prefix=f"edgeface-{worker.task.replace(' ', '')}-"))
+    try:
+        return _train(config, strategy, worker, out, work, started, verbose, callbacks)
+    except Exception as exc:
+        if worker.count > 1 and _is_lost_worker(exc):
+            raise _lost_worker_error(exc, worker, out) from exc
+        raise
+    finally:
+        if work != out:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path, started: float, verbose: int,
+           callbacks: Sequence[Any]) -> TrainResult:
+    from ._backbones import build_backbone
+    from ._heads import build_face_models
+    from ._keras import keras, tf
+    from ._modelio import save_model
 
     from ._backbones import get_backbone_spec
 
@@ -579,9 +724,22 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     preprocess = dataclasses.replace(spec.preprocess_for(config.input_size),
                                      alignment=template if config.align else "none")
     if config.resume and not (out / "checkpoints" / "state.json").is_file():
-        raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to start")
+        where = ("; every worker reads the checkpoint from --out, so put it on a folder all workers share "
+                 "(or copy the chief's checkpoints/ there)" if worker.count > 1 else "")
+        raise ValueError(f"nothing to resume in {out}: no checkpoints/state.json; run without --resume to "
+                         f"start{where}")
+    if config.resume and not worker.chief and (out / "checkpoints" / "best.weights.h5").is_file():
+        import shutil
+
+        # The best epoch so far may predate this attempt: the final model starts from it on every worker.
+        (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "checkpoints" / "best.weights.h5", work / "checkpoints" / "best.weights.h5")
     data = _load_data(config, preprocess)
-    distill = _prepare_distillation(config, data) if config.distilling else None
+    if worker.count > 1:
+        _check_same_data(data, worker, _agreement(strategy, worker))
+    distill = _prepare_distillation(config, data, strategy, worker) if config.distilling else None
+    if worker.count > 1 and distill is not None:  # images the teacher failed on are dropped: the same ones everywhere?
+        _check_same_data(data, worker, _agreement(strategy, worker))
     fingerprint = {"backbone": config.backbone, "input_size": list(config.input_size), "head": config.head,
                    "embedding_size": config.embedding_size, "embedding_style": config.embedding_style,
                    "identities": data.train.num_classes, "epochs_frozen": config.epochs_frozen,
@@ -613,11 +771,11 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     if config.weights is None and config.epochs_frozen:
         logger.warning("epochs_frozen=%d with a randomly initialised backbone trains the head on random features",
                        config.epochs_frozen)
-    tracker = _Tracker(out, models, preprocess, data, config, state)
+    tracker = _Tracker(out, models, preprocess, data, config, state, work=work, agree=_agreement(strategy, worker))
     tracker.started = started  # this attempt's clock starts with the run, data loading included
     if config.resume and state["history"]:  # the weights as of the last finished epoch
         with strategy.scope():
-            tf.train.Checkpoint(model=models.training).read(str(tracker.ckpt_dir / "ckpt")).expect_partial()
+            tf.train.Checkpoint(model=models.training).read(str(tracker.resume_dir / "ckpt")).expect_partial()
 
     steps = config.steps_per_epoch or max(1, len(data.train) // config.batch_size)
     stages = [s for s in (("frozen", config.epochs_frozen, config.lr),
@@ -642,12 +800,13 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
             checkpoint = tf.train.Checkpoint(model=models.training, optimizer=optimizer)
             if config.resume and first_epoch > 0:  # mid-stage: the optimizer state too (incl. the schedule's step)
                 optimizer.build(models.training.trainable_variables)
-                checkpoint.read(str(tracker.ckpt_dir / "ckpt")).expect_partial()
+                checkpoint.read(str(tracker.resume_dir / "ckpt")).expect_partial()
                 logger.info("resumed %s at stage %s epoch %d", out, stage, first_epoch)
         state.update(stage_index=index, epoch=first_epoch, wait=state.get("wait", 0) if first_epoch else 0)
         logger.info("stage %s: %d epochs of %d steps, lr %g, %d trainable backbone layers",
                     stage, epochs, steps, lr, n_trainable)
-        dataset = _dataset(config, data, preprocess, start_epoch=done_epochs, distill=distill)
+        dataset = _dataset(config, data, preprocess, start_epoch=done_epochs, distill=distill, strategy=strategy,
+                           worker=worker)
         epoch_callback = _epoch_callback(tracker, index, stage, checkpoint)
         models.training.fit(dataset, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
                             callbacks=[epoch_callback, *callbacks], verbose=verbose)
@@ -673,7 +832,8 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
 
     seconds = tracker.prior_seconds + time.monotonic() - started
     card = _card(config, data, backbone, preprocess, state, metrics, seconds, steps)
-    card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync)}
+    card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
+                                       "workers": worker.count}
     extra = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
              "weights": backbone.weights_record(), "dataset": config.dataset}
     if not stages:  # a face source packaged as it is: nothing was learned from config.dataset
@@ -687,10 +847,13 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
         extra["teacher"] = {k: distill.teacher.get(k) for k in ("kind", "fingerprint")}
     metadata = ModelMetadata(preprocess=preprocess, embedding_size=config.embedding_size, name=config.name or out.name,
                              extra=extra)
-    model_path = save_model(models.embedding, out / MODEL_NAME, metadata)
+    # Every worker saves (see train()); only the chief's copy is the output, written atomically.
+    saved = save_model(models.embedding, work / MODEL_NAME, metadata)
     card_path = out / CARD_NAME
-    atomic_write_text(card_path, json.dumps(card, indent=1, default=_json_default))
-    return TrainResult(out, model_path, card_path, metrics, state["history"], card)
+    if worker.chief:
+        atomic_write_text(card_path, json.dumps(card, indent=1, default=_json_default))
+    return TrainResult(out, out / MODEL_NAME if not worker.chief else saved, card_path, metrics, state["history"],
+                       card, chief=worker.chief)
 
 
 def _finetune_lr(config: TrainConfig) -> float:
@@ -700,15 +863,28 @@ def _finetune_lr(config: TrainConfig) -> float:
     return config.lr / 10.0 if config.epochs_frozen > 0 else config.lr
 
 
-def _dataset(config: TrainConfig, data: _Data, preprocess, start_epoch: int, distill: "_Distillation | None" = None):
+def _dataset(config: TrainConfig, data: _Data, preprocess, start_epoch: int, distill: "_Distillation | None" = None,
+             strategy=None, worker: _Worker = _Worker()):
     from ._data import Augment, make_train_dataset
 
-    return make_train_dataset(data.train, batch_size=config.batch_size, preprocess=preprocess,
-                              crops=data.train_crops, crop=None if data.train_crops is not None else data.crop,
-                              augment=Augment.from_dict(config.augment), balanced=config.balanced,
-                              seed=config.seed, start_epoch=start_epoch,
-                              targets=None if distill is None else distill.targets,
-                              with_labels=distill is None or config.label_loss_weight > 0)
+    def build(batch_size: int, shard: tuple[int, int] = (0, 1)):
+        return make_train_dataset(data.train, batch_size=batch_size, preprocess=preprocess,
+                                  crops=data.train_crops, crop=None if data.train_crops is not None else data.crop,
+                                  augment=Augment.from_dict(config.augment), balanced=config.balanced,
+                                  seed=config.seed, start_epoch=start_epoch,
+                                  targets=None if distill is None else distill.targets,
+                                  with_labels=distill is None or config.label_loss_weight > 0, shard=shard)
+
+    if worker.count == 1:
+        return build(config.batch_size)  # the strategy splits each global batch over its replicas
+    # Several workers: each feeds its replicas their share of the global batch from its own shard
+    # of every pass, so no image is trained on twice per pass.
+    if len(data.train) < worker.count:
+        raise ValueError(f"{len(data.train)} training image(s) cannot be shared among {worker.count} workers: "
+                         "each needs at least one; add images or start fewer workers")
+    return strategy.distribute_datasets_from_function(
+        lambda context: build(context.get_per_replica_batch_size(config.batch_size),
+                              (context.input_pipeline_id, context.num_input_pipelines)))
 
 
 @dataclass
@@ -718,13 +894,27 @@ class _Distillation:
     describe: dict[str, Any]     # what the training card records
 
 
-def _prepare_distillation(config: TrainConfig, data: _Data) -> _Distillation:
-    """Embed the training images with the teacher (cached), drop the ones it failed on, make the targets."""
+def _prepare_distillation(config: TrainConfig, data: _Data, strategy=None,
+                          worker: _Worker = _Worker()) -> _Distillation:
+    """Embed the training images with the teacher (cached), drop the ones it failed on, make the targets.
+
+    With several workers each first embeds its own shard of the images into the cache, then all
+    wait for each other and read the whole set from it: with the cache folder shared (``teacher_cache``
+    on a network folder) every image is embedded once; without, each worker embeds what it finds
+    missing, which is slower but gives the same targets.
+    """
     from ._distill import distill_targets
-    from ._teachers import load_teacher, teacher_embeddings
+    from ._teachers import EnsembleTeacher, load_teacher, teacher_embeddings
 
     teacher = load_teacher(config.teacher, **dict(config.teacher_options))  # type: ignore[arg-type]
     try:
+        if worker.count > 1:
+            members = teacher.members if isinstance(teacher, EnsembleTeacher) else [teacher]
+            for member in (m for m in members if m.cacheable):
+                logger.info("teacher %s: embedding shard %d of %d", member.kind, worker.index + 1, worker.count)
+                teacher_embeddings(member, data.train.root, data.train.paths, cache_dir=config.teacher_cache,
+                                   shard=(worker.index, worker.count))
+            _agreement(strategy, worker)({"barrier": 1.0})  # every shard is in the cache past this line
         logger.info("teacher %r: embedding %d training images (cached in %s)", config.teacher, len(data.train),
                     config.teacher_cache or "the default teacher cache")
         found = teacher_embeddings(teacher, data.train.root, data.train.paths, cache_dir=config.teacher_cache)

@@ -102,7 +102,9 @@ def train_command(
     out: Optional[Path] = typer.Option(None, help="Output folder (model.keras, training_card.json, checkpoints/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
-    strategy: Optional[str] = typer.Option(None, help="Distribution: none, mirrored or multiworker."),
+    strategy: Optional[str] = typer.Option(
+        None, help="Distribution: none, mirrored or multiworker (one process per machine, each with its own "
+                   "TF_CONFIG; see docs/multiworker.md)."),
     teacher: Optional[str] = typer.Option(
         None, help="Distil from a teacher: 'sface' or 'dlib_resnet' (face sources rebuilt in Keras, aligned with "
                    "BlazeFace; the 'sources' extra), 'dlib' (dlib itself, its own alignment; the 'teachers' extra: "
@@ -154,6 +156,9 @@ def train_command(
     else:
         cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
     result = train(cfg, verbose=0 if quiet else 2)
+    if not result.chief:  # a multi-worker run: this worker wrote nothing itself
+        typer.echo(f"this worker's share is done; the chief writes the model: {result.model_path}")
+        return
     typer.echo(f"model: {result.model_path}")
     typer.echo(f"training card: {result.card_path}")
     line = no_face_line((result.card.get("data") or {}).get("no_face"))

@@ -32,8 +32,10 @@ from ._teachers import (
     TFLiteTeacher,
     default_teacher_cache,
     load_teacher,
+    merge_teacher_cache,
     parse_ensemble_spec,
     register_teacher,
+    shard_of,
     teacher_embeddings,
 )
 
@@ -53,7 +55,9 @@ __all__ = [
     "distill_targets",
     "filter_against_people",
     "load_teacher",
+    "merge_teacher_cache",
     "parse_ensemble_spec",
     "register_teacher",
+    "shard_of",
     "teacher_embeddings",
 ]

@@ -12,12 +12,13 @@ hyper-parameters, metrics, wall time) into ``config.out``.
 from __future__ import annotations
 
 from ._modelio import load_model, read_keras_metadata, save_model, write_keras_metadata
-from ._train import RECIPES, TrainConfig, TrainResult, train
+from ._train import RECIPES, TrainConfig, TrainResult, WorkerLostError, train
 
 __all__ = [
     "RECIPES",
     "TrainConfig",
     "TrainResult",
+    "WorkerLostError",
     "load_model",
     "read_keras_metadata",
     "save_model",

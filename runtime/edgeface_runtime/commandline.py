@@ -57,6 +57,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
     ExitCode(7, "missing_package", "an optional package is not installed (the message gives the pip command)"),
     ExitCode(8, "gallery", "a gallery file is corrupt, locked, or enrolled with another model"),
     ExitCode(9, "download", "a download failed or its checksum did not match"),
+    ExitCode(10, "worker_lost", "multi-worker training lost a worker; restart every worker with --resume"),
     ExitCode(130, "interrupted", "stopped with Ctrl-C"),
 )
 _CODE = {e.name: e.code for e in EXIT_CODES}
@@ -84,7 +85,12 @@ def exit_code(name: str) -> int:
 
 
 def exit_code_for(exc: BaseException) -> Optional[int]:
-    """The exit code for an error a command reports as one line; None for a bug (let it raise)."""
+    """The exit code for an error a command reports as one line; None for a bug (let it raise).
+
+    An exception class of a package above the runtime names its row with ``exit_code_name``."""
+    named = getattr(type(exc), "exit_code_name", None)
+    if named in _CODE:
+        return _CODE[named]
     for cls, name in _BY_CLASS:
         if isinstance(exc, cls):
             return _CODE[name]
