@@ -184,7 +184,8 @@ class _Run:
         if problems:
             result.status, result.reason = "failed", "; ".join(problems)
             return
-        metadata = replace(self.metadata, thresholds=thresholds, name=f"{self.metadata.name or 'edgeface'}-{variant.name}",
+        metadata = replace(self.metadata, thresholds=thresholds,
+                           name=f"{self.metadata.name or 'edgeface'}-{variant.name}",
                            extra={**dict(self.metadata.extra), "variant": variant.name,
                                   "technique": variant.technique, "options": result.options,
                                   "thresholds_from": origin, "target": self.target.name})

@@ -78,7 +78,8 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, "created": self.created, "source": self.source, "target": self.target,
                 "calibration": self.calibration, "pairs": self.pairs, "finetune_data": self.finetune_data,
-                "inputs": self.inputs, "tools": self.tools, "seconds": self.seconds, "variants": [r.to_dict() for r in self.variants]}
+                "inputs": self.inputs, "tools": self.tools, "seconds": self.seconds,
+                "variants": [r.to_dict() for r in self.variants]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=False)
@@ -89,7 +90,8 @@ class Manifest:
         variants = [VariantResult(**{k: v for k, v in r.items() if k in known}) for r in data.get("variants", [])]
         return cls(out_dir=out_dir, source=dict(data.get("source", {})), target=str(data.get("target", "")),
                    variants=variants, calibration=data.get("calibration"), pairs=data.get("pairs"),
-                   finetune_data=data.get("finetune_data"), inputs=dict(data.get("inputs") or {}), tools=dict(data.get("tools", {})),
+                   finetune_data=data.get("finetune_data"), inputs=dict(data.get("inputs") or {}),
+                   tools=dict(data.get("tools", {})),
                    created=str(data.get("created", "")), seconds=data.get("seconds"),
                    version=int(data.get("version", MANIFEST_VERSION)))
 

@@ -110,7 +110,8 @@ def flatten(model: Any) -> Any:
         flat = keras.Model.from_config(config)
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot flatten"; say so clearly
         raise ValueError(f"cannot flatten the nested model {model.name!r} ({exc}); build the backbone flat on the "
-                         "input tensor (e.g. MobileNetV2(input_tensor=x, ...)) for pruning, clustering and QAT") from exc
+                         "input tensor (e.g. MobileNetV2(input_tensor=x, ...)) for pruning, clustering and "
+                         "QAT") from exc
     sources = _layers_by_name(model)
     for layer in flat.layers:
         if layer.weights:
@@ -257,7 +258,8 @@ def fold_dense_batchnorm(model: Any) -> Any:
         folded.get_layer(dense_name).set_weights([kernel * scale, (bias - bn.moving_mean.numpy()) * scale + beta])
     probe = np.random.default_rng(0).normal(size=(4, *model.input_shape[1:])).astype(np.float32)
     before, after = np.asarray(model(probe, training=False)), np.asarray(folded(probe, training=False))
-    if np.min(np.sum(before * after, axis=1) / (np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1))) < 0.9999:
+    if np.min(np.sum(before * after, axis=1)
+              / (np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1))) < 0.9999:
         logger.warning("folding BatchNorm into Dense changed the output; keeping the layers separate")
         return model
     logger.info("folded %s into %s", ", ".join(pairs), ", ".join(pairs.values()))

@@ -2,7 +2,8 @@
 
 Between the two, fine-tuning (``_finetune``) drives ``UpdatePruningStep``: a PolynomialDecay
 schedule raises sparsity from 0 to the target over the first ~2/3 of the steps and the last
-third recovers at the final mask (each raise moves the embedding; the recovery pulls it back). tfmot 0.8.1 prunes Conv2D and Dense kernels only
+third recovers at the final mask (each raise moves the embedding; the recovery pulls it back).
+tfmot 0.8.1 prunes Conv2D and Dense kernels only
 (DepthwiseConv2D and BatchNorm have nothing it prunes), and whole-model pruning rejects
 layers it does not know (the L2Normalize output layer), so layers are wrapped one by one
 through ``clone_model``.
@@ -39,7 +40,8 @@ def schedule(target_sparsity: float, steps: int):
     import tensorflow_model_optimization as tfmot
 
     if not 0.0 < target_sparsity < 1.0:
-        raise ValueError(f"sparsity must be between 0 and 1 (a fraction of weights set to zero), got {target_sparsity!r}")
+        raise ValueError("sparsity must be between 0 and 1 (a fraction of weights set to zero), "
+                         f"got {target_sparsity!r}")
     frequency = max(1, min(PRUNE_EVERY, steps // 4))
     end = max(frequency, int(steps * RAMP_FRACTION) // frequency * frequency)
     return tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(target_sparsity),

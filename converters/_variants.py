@@ -120,7 +120,8 @@ def variants_markdown() -> str:
     lines = ["| variant | technique | fine-tunes | options | file |", "|---|---|---|---|---|"]
     for v in VARIANTS.values():
         options = ", ".join(f"`{o}`" for o in v.options) or "-"
-        lines.append(f"| `{v.name}` | {v.technique} | {'yes' if v.needs_data else 'no'} | {options} | `{v.file_name}` |")
+        lines.append(f"| `{v.name}` | {v.technique} | {'yes' if v.needs_data else 'no'} | {options} "
+                     f"| `{v.file_name}` |")
     return "\n".join(lines)
 
 

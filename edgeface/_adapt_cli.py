@@ -20,7 +20,8 @@ def _parse_shots(text: Optional[str]) -> Optional[list[int]]:
 
 
 def adapt_command(
-    model: Optional[Path] = typer.Argument(None, help="Source model.keras (from `edgeface train` or `edgeface adapt`)."),
+    model: Optional[Path] = typer.Argument(None, help="Source model.keras (from `edgeface train` or "
+                                                      "`edgeface adapt`)."),
     model_option: Optional[Path] = MODEL_OPTION,
     data: Path = typer.Option(..., help="Target-domain folder: one sub-folder of images per person."),
     out: Path = typer.Option(Path("runs/adapt"), help="Output folder (model.keras, adaptation_card.json, kshot.*)."),

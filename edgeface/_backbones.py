@@ -273,7 +273,8 @@ def _build_with_file(spec: BackboneSpec, input_tensor: Any, size: tuple[int, int
         guess = _diagnose(path, exclude=spec.name)
         where = f" The file seems to be for {guess}." if guess else ""
         raise ValueError(
-            f"the weights in {path} do not fit backbone {spec.name!r} at {size[0]}x{size[1]}: {_first_line(exc)}.{where}"
+            f"the weights in {path} do not fit backbone {spec.name!r} at {size[0]}x{size[1]}: "
+            f"{_first_line(exc)}.{where}"
         ) from exc
     return Backbone(model, spec, size, path, digest)
 
@@ -348,7 +349,8 @@ def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str
     keys: list[str | None] = []
     for layer_name in layer_names:
         found = pattern.search(layer_name)
-        keys.append(None if found is None else (found.group(1) if found.groups() and found.group(1) else found.group(0)))
+        keys.append(None if found is None
+                    else (found.group(1) if found.groups() and found.group(1) else found.group(0)))
     if spec.block_marker_ends:
         nxt = "top"
         for i in range(len(keys) - 1, -1, -1):
@@ -394,7 +396,8 @@ def _mobilenet_v2(alpha: float):
     def build(input_tensor, weights):
         from ._keras import keras
 
-        return keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=weights, input_tensor=input_tensor)
+        return keras.applications.MobileNetV2(alpha=alpha, include_top=False, weights=weights,
+                                              input_tensor=input_tensor)
 
     return build
 
@@ -450,7 +453,8 @@ def _register_builtins() -> None:
         register_backbone(
             f"mobilenet_v1_{tag}", _mobilenet_v1(alpha), (224, 224), MOBILENET_PREPROCESS,
             (WeightsSource("imagenet", filename, sha, _KERAS_APPS + "mobilenet/" + filename),),
-            family="mobilenet_v1", block_pattern=r"^conv_(?:dw|pw|pad)_(\d+)", description=f"MobileNet v1, alpha {alpha:g}",
+            family="mobilenet_v1", block_pattern=r"^conv_(?:dw|pw|pad)_(\d+)",
+            description=f"MobileNet v1, alpha {alpha:g}",
         )
     for alpha, tag in ((0.35, "035"), (0.5, "050"), (0.75, "075"), (1.0, "100")):
         register_backbone(

@@ -19,22 +19,27 @@ from ._cli_support import JSON, MODEL_OPTION, QUIET, VERBOSE, pick_model, setup_
 
 
 def convert_command(
-    model: Optional[Path] = typer.Argument(None, help="The trained embedding model (model.keras from `edgeface train`)."),
+    model: Optional[Path] = typer.Argument(None, help="The trained embedding model (model.keras from "
+                                                      "`edgeface train`)."),
     model_option: Optional[Path] = MODEL_OPTION,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder: one .tflite per variant + "
-                                                                 "manifest.json (default: variants/ beside the model)."),
+                                                                 "manifest.json (default: variants/ beside the "
+                                                                 "model)."),
     variants: str = typer.Option("auto", help="'auto' (float32, float16, dynamic, int8, and pruned-int8 with "
-                                              f"fine-tuning data), 'all', or a comma-separated list: {', '.join(VARIANTS)}."),
+                                              "fine-tuning data), 'all', or a comma-separated list: "
+                                              f"{', '.join(VARIANTS)}."),
     calibration: Optional[Path] = typer.Option(None, help="Folder of face crops (a few hundred) for int8 calibration "
                                                           "and the agreement check (default: the training images, "
                                                           "cropped as in training)."),
     data: Optional[Path] = typer.Option(None, help="Fine-tuning data, one sub-folder per person (default: the training "
                                                    "people); mixed with the calibration crops, distilling the model."),
     calibration_pairs: Optional[Path] = typer.Option(None, help="LFW-format pairs file: calibrate each variant's "
-                                                                 "threshold at FAR 1e-3 on its impostor pairs (default: "
-                                                                 "LFW folds 6-10 for a model trained on LFW)."),
-    pairs_root: Optional[Path] = typer.Option(None, help="Folder holding the pairs' images (default: beside the file)."),
-    target: str = typer.Option(DEFAULT_TARGET, help=f"Oldest interpreter the files must load on: {', '.join(TARGETS)}."),
+                                                                "threshold at FAR 1e-3 on its impostor pairs (default: "
+                                                                "LFW folds 6-10 for a model trained on LFW)."),
+    pairs_root: Optional[Path] = typer.Option(None, help="Folder holding the pairs' images (default: beside the "
+                                                         "file)."),
+    target: str = typer.Option(DEFAULT_TARGET, help="Oldest interpreter the files must load on: "
+                                                    f"{', '.join(TARGETS)}."),
     sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
     prune_block: int = typer.Option(DEFAULT_PRUNE_BLOCK, help="Pruned variants: weights pruned together, consecutive "
                                                               "input channels of one output channel (1: each on its "

@@ -348,7 +348,8 @@ def fetch_lfw(*, cache: Union[str, os.PathLike, None] = None, mirrors: Mirrors =
             _replace_folder(staging, folder)
         except BaseException as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(exc, DownloadError) and not isinstance(exc, _DiskError):  # a bad archive: never unpack it again
+            # A bad archive: never unpack it again.
+            if isinstance(exc, DownloadError) and not isinstance(exc, _DiskError):
                 archive.path.unlink(missing_ok=True)
                 raise DownloadError(f"{exc}. The archive was deleted; try another mirror (--mirror or "
                                     f"EDGEFACE_MIRRORS). {hint}") from None
@@ -397,7 +398,8 @@ def fetch_weights(backbone: str = "mobilenet_v1_025", *, cache: Union[str, os.Pa
                            mirrors=mirrors, hint=hint, max_bytes=remote.max_bytes)
 
 
-def cached_weights(backbone: str = "mobilenet_v1_025", *, cache: Union[str, os.PathLike, None] = None) -> Optional[Path]:
+def cached_weights(backbone: str = "mobilenet_v1_025", *,
+                   cache: Union[str, os.PathLike, None] = None) -> Optional[Path]:
     """The cached, sha256-verified weights for ``backbone``, or None. Never downloads."""
     remote = WEIGHTS.get(backbone)
     if remote is None or remote.sha256 is None:

@@ -13,7 +13,6 @@ missing and ``download`` allows: LFW, the MobileNet v1 0.25 ImageNet weights, th
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

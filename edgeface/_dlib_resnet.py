@@ -147,7 +147,7 @@ def _read_layer(s: _Stream) -> dict[str, Any]:
     if kind in ("con_4", "con_5", "con_6"):
         params = s.tensor().reshape(-1)
         filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (s.int() for _ in range(7))
-        weights_shape, bias_shape = s.alias(), s.alias()
+        weights_shape, _ = s.alias(), s.alias()  # the bias alias: its size follows from filters and use_bias
         for _ in range(4):  # learning-rate and weight-decay multipliers
             s.float()
         use_bias = s.bool() if kind in ("con_5", "con_6") else True

@@ -190,7 +190,8 @@ def evaluate(
         thresholds = {far: float(calibrate_threshold(negatives, far)) for far in fars_to_calibrate}
         updated = ModelMetadata(**{**_metadata_fields(metadata), "thresholds": {**metadata.thresholds, **thresholds}})
         _write_thresholds(model_file, updated)
-        report["calibrated"] = [{"far": far, "threshold": t, "negatives": int(negatives.size)} for far, t in thresholds.items()]
+        report["calibrated"] = [{"far": far, "threshold": t, "negatives": int(negatives.size)}
+                                for far, t in thresholds.items()]
         logger.info("wrote thresholds %s into %s", thresholds, model_file)
     return report
 

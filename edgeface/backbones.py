@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from edgeface_runtime._metadata import Preprocess
 
-from ._backbones import BackboneSpec, WeightsSource, build_backbone, get_backbone_spec, list_backbones, register_backbone
+from ._backbones import (BackboneSpec, WeightsSource, build_backbone, get_backbone_spec, list_backbones,
+                         register_backbone)
 
 __all__ = [
     "BackboneSpec",

@@ -80,8 +80,10 @@ def train_command(
     weights: Optional[str] = typer.Option(
         None, help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
                    "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file)."),
-    data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per person (with --lfw: the LFW folder)."),
-    lfw: bool = typer.Option(False, "--lfw", help="Train on LFW people outside pairs.txt folds 6-10; evaluate on folds 6-10."),
+    data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per person (with --lfw: "
+                                                   "the LFW folder)."),
+    lfw: bool = typer.Option(False, "--lfw", help="Train on LFW people outside pairs.txt folds 6-10; evaluate on "
+                                                  "folds 6-10."),
     input_size: Optional[str] = typer.Option(None, help="Input size: N or HxW."),
     embedding_size: Optional[int] = typer.Option(None, help="Embedding dimension."),
     head: Optional[str] = typer.Option(None, help="Training head: softmax, arcface or cosface."),
@@ -141,7 +143,8 @@ def train_command(
     overrides = {
         "backbone": backbone, "weights": weights, "data": str(data) if data else None,
         "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
-        "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe, "epochs_frozen": epochs_frozen,
+        "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe,
+        "epochs_frozen": epochs_frozen,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
         "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
         "align": align, "detector": str(detector) if detector else None,

@@ -60,8 +60,9 @@ def main() -> None:
         Image.fromarray(crop(people.paths[i])).save(crops / f"crop_{int(i):05d}.png")
 
     pairs, images = args.lfw / "pairs.txt", args.lfw / "lfw-deepfunneled"
-    manifest = convert(result.model_path, args.out / "variants", args.variant, calibration=crops, calibration_pairs=pairs,
-                       pairs_root=images, face_detector=FaceDetector.from_path(args.detector))
+    manifest = convert(result.model_path, args.out / "variants", args.variant, calibration=crops,
+                       calibration_pairs=pairs, pairs_root=images,
+                       face_detector=FaceDetector.from_path(args.detector))
     logging.info("%s", format_table(manifest))
     model = args.out / "variants" / f"{args.variant}.tflite"
 

@@ -279,7 +279,8 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
     if input_size is not None and (input_size % 16 or not 64 <= input_size <= 512):
         problems.append(f"[detector] input_size is a multiple of 16 between 64 and 512 (96: faster, for faces that "
                         f"fill a sixth of the frame width), got {input_size}")
-    hits, window, cooldown = get("decision", "required_hits"), get("decision", "window"), get("decision", "cooldown_seconds")
+    hits, window, cooldown = (get("decision", "required_hits"), get("decision", "window"),
+                              get("decision", "cooldown_seconds"))
     if hits < 1:
         problems.append(f"[decision] required_hits must be >= 1, got {hits}")
     elif window < hits:

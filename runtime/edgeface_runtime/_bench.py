@@ -194,7 +194,8 @@ def format_bench(result: dict[str, Any]) -> str:
                 lines.append(f"  {run.replace('_', ' ')}, {kind}: {totals}")
     lines.append("")
     for size, stats in result["identify"].items():
-        lines.append(f"identify vs {int(size):,} people: median {stats['median_ms']:.3f} ms, p90 {stats['p90_ms']:.3f} ms")
+        lines.append(f"identify vs {int(size):,} people: median {stats['median_ms']:.3f} ms, "
+                     f"p90 {stats['p90_ms']:.3f} ms")
     lines.append(f"peak memory (max RSS): {result['peak_rss_mb']} MB "
                  f"({result['peak_rss_pipeline_mb']} MB before the identify galleries)")
     return "\n".join(lines)

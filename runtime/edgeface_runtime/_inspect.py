@@ -33,7 +33,8 @@ def describe_model(path: str | os.PathLike, interpreter: str | None = None) -> d
         "interpreter": f"{backend.name} {backend.version}",
     }
     for table in sorted({LEGACY_INTERPRETER, backend.op_table_id}):
-        info.setdefault("unsupported", {})[table] = [f"{op.name} v{op.version}" for op, _ in unsupported_ops(model, table)]
+        info.setdefault("unsupported", {})[table] = [f"{op.name} v{op.version}"
+                                                     for op, _ in unsupported_ops(model, table)]
     if not info["unsupported"][backend.op_table_id]:
         engine = Engine(model, interpreter=interpreter, description=str(path))
         info["inputs"] = [_tensor(d) for d in engine.input_details]

@@ -73,7 +73,8 @@ def select_backend(name: str | None = None) -> Backend:
     raise InterpreterNotFoundError(
         "no TFLite interpreter is installed (" + "; ".join(tried) + "). Install one: "
         "`pip install edgeface-runtime` brings ai-edge-litert on 64-bit Linux/macOS with Python >= 3.10; "
-        "on 32-bit Raspberry Pi OS or Python 3.9 use `pip install 'edgeface-runtime[legacy]'` (tflite-runtime, numpy<2)."
+        "on 32-bit Raspberry Pi OS or Python 3.9 use `pip install 'edgeface-runtime[legacy]'` "
+        "(tflite-runtime, numpy<2)."
     )
 
 

@@ -110,7 +110,8 @@ class ModelMetadata:
         thresholds = {float(far): float(t) for far, t in dict(self.thresholds).items()}
         for far, threshold in thresholds.items():
             if not 0.0 < far < 1.0 or not -1.0 <= threshold <= 1.0:
-                raise ValueError(f"threshold {threshold!r} at FAR {far!r} is out of range (FAR in (0, 1), cosine in [-1, 1])")
+                raise ValueError(f"threshold {threshold!r} at FAR {far!r} is out of range "
+                                 "(FAR in (0, 1), cosine in [-1, 1])")
         object.__setattr__(self, "thresholds", dict(sorted(thresholds.items())))
 
     def threshold_for(self, far: float | None = None) -> tuple[float, float]:
@@ -192,7 +193,8 @@ def split_model(source: PathOrBytes) -> tuple[bytes, ModelMetadata | None]:
     data = _read_bytes(source)
     described = source if not isinstance(source, (bytes, bytearray, memoryview)) else f"<{len(data)} bytes>"
     if len(data) < 16 or data[4:8] != TFLITE_IDENTIFIER:
-        hint = " (a Keras file: convert it with `edgeface convert`)" if data[:2] == b"PK" or data[:4] == b"\x89HDF" else ""
+        hint = (" (a Keras file: convert it with `edgeface convert`)"
+                if data[:2] == b"PK" or data[:4] == b"\x89HDF" else "")
         raise ModelError(f"{described} is not a TFLite model: the flatbuffer identifier 'TFL3' is missing{hint}")
     payload = _find_metadata_zip(data)
     if payload is None:
@@ -261,7 +263,8 @@ def strip_metadata(source: PathOrBytes) -> bytes:
     try:
         return data[: int(json.loads(payload)["model_size"])]
     except (ValueError, KeyError, TypeError) as exc:
-        raise MetadataError("cannot separate the model from its corrupt metadata; start from the converter's output") from exc
+        raise MetadataError("cannot separate the model from its corrupt metadata; "
+                            "start from the converter's output") from exc
 
 
 def atomic_write(destination: str | PathLike, data: bytes) -> None:

@@ -221,7 +221,8 @@ class FaceVerifier:
     def _embedding(self, item: Any, color_order: str) -> np.ndarray:
         if isinstance(item, np.ndarray) and item.ndim == 1:
             if item.shape[0] != self.embedder.embedding_size:
-                raise ValueError(f"an embedding of this model has {self.embedder.embedding_size} values, got {item.shape[0]}")
+                raise ValueError(f"an embedding of this model has {self.embedder.embedding_size} values, "
+                                 f"got {item.shape[0]}")
             return item.astype(np.float32)
         return self.embed(item, color_order=color_order)
 

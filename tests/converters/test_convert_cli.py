@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.slow
 def test_convert_prints_json_manifest(edgeface, tiny_model_path, faces_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("edgeface_converters._convert._detector", lambda choice: None)  # synthetic faces
+    monkeypatch.setattr("edgeface_converters._convert._detector", lambda *choice: None)  # synthetic faces
     code, out, err = edgeface("convert", tiny_model_path, "--out", tmp_path, "--variants", "float32,int8",
                               "--calibration", faces_dir / "calibration", "--json")
     assert code == 0, err

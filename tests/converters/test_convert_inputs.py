@@ -67,7 +67,8 @@ def bad_models(tmp_path_factory):
 
 def test_models_that_are_not_embedding_models(bad_models, faces_dir, tmp_path):
     calibration = faces_dir / "calibration"
-    with pytest.raises(ValueError, match=r"not an embedding model: its output is Dense 'logits' with shape \(None, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"not an embedding model: its output is Dense 'logits' with shape \(None, 5\)"):
         _convert(bad_models / "classifier.keras", tmp_path, calibration=calibration)
     with pytest.raises(ValueError, match="takes 2 inputs.*not the training model"):
         _convert(bad_models / "two_inputs.keras", tmp_path, calibration=calibration)

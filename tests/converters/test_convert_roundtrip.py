@@ -186,7 +186,8 @@ def test_manifest_records_everything(converted, tiny_model_path):
         assert entry["bytes"] > entry["gzip_bytes"] > 0
         assert entry["parameters"] == on_disk["source"]["parameters"]
         assert 0.0 <= entry["sparsity"] < 1.0
-        assert set(entry["agreement"]) == {"mean", "min", "n"} and entry["agreement"]["min"] <= entry["agreement"]["mean"]
+        assert (set(entry["agreement"]) == {"mean", "min", "n"}
+                and entry["agreement"]["min"] <= entry["agreement"]["mean"])
         assert set(entry["thresholds"]) == {"0.001"} and set(entry["tar"]) == {"0.001"}
         assert entry["seconds"] > 0 and entry["ops"]
         steps = ec.VARIANTS[entry["name"]].steps

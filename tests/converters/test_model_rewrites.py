@@ -35,7 +35,8 @@ def test_flatten_inlines_nested_models_exactly():
     assert is_nested(model)
     flat = flatten(model)
     assert not is_nested(flat)
-    assert [l.name for l in flat.layers] == ["image", "bb_conv", "bb_bn", "bb_relu", "pool", "dense", "embedding"]
+    assert [layer.name for layer in flat.layers] == ["image", "bb_conv", "bb_bn", "bb_relu", "pool", "dense",
+                                                     "embedding"]
     x = np.random.default_rng(1).normal(size=(3, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(flat(x), model(x), atol=1e-6)
     plain = build_tiny()
@@ -61,10 +62,11 @@ def test_qat_needs_the_flat_model():
     from edgeface_converters._qat import apply_qat
 
     model, _ = _nested()
-    with pytest.raises(ValueError, match=r"needs a flat model, but 'nested' contains the model\(s\) \['backbone', 'head'\]"):
+    with pytest.raises(ValueError,
+                       match=r"needs a flat model, but 'nested' contains the model\(s\) \['backbone', 'head'\]"):
         apply_qat(model)
     qat, callbacks = apply_qat(flatten(model))
-    assert callbacks == [] and any(type(l).__name__ == "QuantizeWrapperV2" for l in qat.layers)
+    assert callbacks == [] and any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qat.layers)
     assert type(qat.layers[-1]).__name__ == "L2Normalize"  # kept in float
 
 
@@ -76,7 +78,7 @@ def test_fold_dense_batchnorm_is_exact():
     bn = model.get_layer("embedding_bn")
     bn.set_weights([rng.uniform(0.5, 2, 32), rng.normal(size=32), rng.normal(size=32), rng.uniform(0.1, 2, 32)])
     folded = fold_dense_batchnorm(model)
-    names = [l.name for l in folded.layers]
+    names = [layer.name for layer in folded.layers]
     assert "embedding_bn" not in names and folded.get_layer("embedding_dense").use_bias
     assert "b1_pw_bn" in names  # conv BatchNorms stay: the converter folds those itself
     x = rng.normal(size=(4, 32, 32, 3)).astype(np.float32)

@@ -248,7 +248,8 @@ def test_python_action_is_imported_from_the_config_folder(tmp_path, monkeypatch)
                                                                'callable = "relay_for_test:open_door"\n'))
     action = door.make_action(config)
     assert action.__name__ == "open_door"
-    bad = door.load_config(write_config(tmp_path, MINIMAL + '[action]\ntype = "python"\ncallable = "relay_for_test:nope"\n'))
+    bad = door.load_config(write_config(tmp_path, MINIMAL + '[action]\ntype = "python"\n'
+                                                            'callable = "relay_for_test:nope"\n'))
     with pytest.raises(door.ConfigError, match="cannot be loaded"):
         door.make_action(bad)
     sys.modules.pop("relay_for_test", None)
@@ -285,7 +286,8 @@ def test_command_action_gets_the_person_and_fails_loudly(tmp_path):
     script = tmp_path / "relay.sh"
     script.write_text('#!/bin/sh\necho "$EDGEFACE_PERSON $EDGEFACE_SCORE" > "$(dirname "$0")/opened.txt"\n')
     script.chmod(0o755)
-    config = door.load_config(write_config(tmp_path, MINIMAL + '[action]\ntype = "command"\ncommand = ["./relay.sh"]\n'))
+    config = door.load_config(write_config(tmp_path, MINIMAL + '[action]\ntype = "command"\n'
+                                                               'command = ["./relay.sh"]\n'))
     decision = door.Decision("open", "alice", 0.81234, THRESHOLD, 1e-3, 3, 5)
     door.make_action(config)(decision)
     assert (tmp_path / "opened.txt").read_text().strip() == "alice 0.8123"

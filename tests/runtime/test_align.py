@@ -33,7 +33,8 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-@pytest.mark.parametrize("angle, scale, tx, ty", [(0, 1, 0, 0), (17, 0.4, -30, 12.5), (-135, 2.3, 100, -7), (180, 1, 3, 3)])
+@pytest.mark.parametrize("angle, scale, tx, ty",
+                         [(0, 1, 0, 0), (17, 0.4, -30, 12.5), (-135, 2.3, 100, -7), (180, 1, 3, 3)])
 @pytest.mark.parametrize("count", [2, 4, 9])
 def test_similarity_is_recovered_exactly(angle, scale, tx, ty, count):
     rng = np.random.default_rng(count)

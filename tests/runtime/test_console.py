@@ -16,7 +16,8 @@ def test_console_logging_follows_the_current_stderr_even_after_the_first_one_is_
     monkeypatch.setattr(sys, "stderr", second)
     logger.info("two")
     assert second.getvalue() == "two\n"
-    assert len(logging.getLogger(name).handlers) == 1 and console_logging(name, logging.INFO).handlers == logger.handlers
+    assert (len(logging.getLogger(name).handlers) == 1
+            and console_logging(name, logging.INFO).handlers == logger.handlers)
 
 
 def test_console_logging_defers_to_a_configured_root_logger(monkeypatch):

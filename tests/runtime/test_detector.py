@@ -416,7 +416,8 @@ def test_a_larger_input_size_finds_smaller_faces(lfw_paths):
     found = {}
     for size in (128, 160, 192):
         with FaceDetector.from_path(model_path("short"), input_size=size) as detector:
-            found[size] = sum(any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3] for f in detector.detect(frame))
+            found[size] = sum(any(f.box[0] <= cx <= f.box[2] and f.box[1] <= cy <= f.box[3]
+                                  for f in detector.detect(frame))
                               for frame, (cx, cy) in frames)
     logger.info("small faces found by input size: %s of %d", found, len(frames))
     assert found[128] + 10 <= found[160] and found[160] < found[192] and found[192] >= 0.85 * len(frames)

@@ -4,7 +4,8 @@ import io
 
 import pytest
 
-from edgeface_runtime import MetadataError, ModelError, ModelMetadata, Preprocess, read_metadata, split_model, write_metadata
+from edgeface_runtime import (MetadataError, ModelError, ModelMetadata, Preprocess, read_metadata, split_model,
+                              write_metadata)
 from edgeface_runtime._metadata import fingerprint_of, strip_metadata
 
 

@@ -30,9 +30,11 @@ def test_preprocess_per_family():
     from edgeface.backbones import backbone_preprocess
 
     mobile = backbone_preprocess("mobilenet_v1_025", (112, 112))
-    assert (mobile.color_order, mobile.mean, mobile.std, mobile.input_size) == ("RGB", (127.5,) * 3, (127.5,) * 3, (112, 112))
+    assert (mobile.color_order, mobile.mean, mobile.std, mobile.input_size) == ("RGB", (127.5,) * 3, (127.5,) * 3,
+                                                                                (112, 112))
     caffe = backbone_preprocess("resnet50")
-    assert caffe.color_order == "BGR" and caffe.std == (1.0,) * 3 and caffe.mean == pytest.approx((103.939, 116.779, 123.68))
+    assert (caffe.color_order == "BGR" and caffe.std == (1.0,) * 3
+            and caffe.mean == pytest.approx((103.939, 116.779, 123.68)))
     assert backbone_preprocess("vgg16") == backbone_preprocess("resnet50")
     assert backbone_preprocess("efficientnet_b0").mean == (0.0,) * 3
     assert backbone_preprocess("inception_v3").std == (127.5,) * 3

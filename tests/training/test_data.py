@@ -140,7 +140,8 @@ def _shared_detector():
     home = os.environ.get("EDGEFACE_DATA_HOME")
     path = Path(home).parent / "models" / "face_detection_short_range.tflite" if home else None
     if path is None or not path.is_file():
-        pytest.skip("BlazeFace model not found next to EDGEFACE_DATA_HOME (../models/face_detection_short_range.tflite)")
+        pytest.skip("BlazeFace model not found next to EDGEFACE_DATA_HOME "
+                    "(../models/face_detection_short_range.tflite)")
     return path
 
 

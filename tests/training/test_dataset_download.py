@@ -119,7 +119,8 @@ def test_fetch_downloads_verifies_unpacks_and_the_second_call_is_a_cache_hit(loc
 def test_archive_checksum_mismatch_names_expected_and_found_and_keeps_nothing(local_http, mini, tmp_path, pin):
     root, archive, pairs = mini
     wrong = {"md5": "0" * 32, "sha256": "0" * 64}[pin]
-    spec = _spec(local_http, root, archive, pairs, **({"md5": wrong} if pin == "md5" else {"md5": None, "sha256": wrong}))
+    spec = _spec(local_http, root, archive, pairs,
+                 **({"md5": wrong} if pin == "md5" else {"md5": None, "sha256": wrong}))
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError) as caught:
         fetch_lfw(cache=cache, spec=spec)

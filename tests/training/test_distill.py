@@ -394,7 +394,8 @@ def test_dlib_teacher_tells_lfw_people_apart(tmp_path):
     # where averaging the photo's and the mirrored photo's embeddings does.
     for p in paths[:6]:
         (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
-        Image.open(lfw / "lfw-deepfunneled" / p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / p, format="PNG")
+        Image.open(lfw / "lfw-deepfunneled" / p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / p,
+                                                                                                 format="PNG")
     half_way = (emb[:6] + teacher.embed(str(tmp_path), paths[:6])) / 2
     averaged = load_teacher("dlib", workers=1, flip="average").embed(str(lfw / "lfw-deepfunneled"), paths[:6])
     cosine = np.sum(averaged * half_way, axis=1) / np.linalg.norm(averaged, axis=1) / np.linalg.norm(half_way, axis=1)

@@ -27,7 +27,8 @@ data = make_dataset(Path(sys.argv[1]) / "faces", identities=4, per_identity=6)
 result = train(tiny_config(data, Path(sys.argv[1]) / "run", strategy=sys.argv[2], epochs=2, steps_per_epoch=2))
 model, md = load_model(result.model_path)
 print("RESULT", json.dumps({"devices": result.card["environment"]["devices"], "epochs": len(result.history),
-                            "embedding": md.embedding_size, "replicas": result.card["environment"]["strategy"]["replicas"]}))
+                            "embedding": md.embedding_size,
+                            "replicas": result.card["environment"]["strategy"]["replicas"]}))
 """
 
 
@@ -37,7 +38,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "mirrored", str(HERE)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    line = [out_line for out_line in done.stdout.splitlines() if out_line.startswith("RESULT ")][-1]
     import json
 
     result = json.loads(line[len("RESULT "):])

@@ -163,5 +163,6 @@ def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
                                no_face="center"))  # synthetic images: BlazeFace finds no face in them
     model, metadata = load_model(result.model_path)
     assert model.output_shape == (None, 128)
-    assert metadata.extra["backbone"] == "sface" and "on top of the source model's own" in metadata.extra["training_data"]
+    assert (metadata.extra["backbone"] == "sface"
+            and "on top of the source model's own" in metadata.extra["training_data"])
     assert [row["stage"] for row in result.history] == ["frozen", "finetune"]

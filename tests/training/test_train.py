@@ -158,7 +158,8 @@ def test_config_from_toml_recipe_and_unknown_keys(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text('[train]\nrecipe = "seed-vgg16"\ndata = "faces"\nepochs = 4\ninput_size = 64\n')
     config = TrainConfig.from_toml(path, lr=0.01)
-    assert (config.backbone, config.head, config.embedding_style, config.optimizer) == ("vgg16", "softmax", "seed", "adam")
+    assert ((config.backbone, config.head, config.embedding_style, config.optimizer)
+            == ("vgg16", "softmax", "seed", "adam"))
     assert config.epochs == 4 and config.input_size == (64, 64) and config.lr == 0.01 and config.embedding_size == 1024
     path.write_text('data = "faces"\nbackbon = "tiny"\n')
     with pytest.raises(ValueError, match="did you mean 'backbone'"):
@@ -182,7 +183,8 @@ def test_a_recipe_fills_only_the_options_the_caller_did_not_set(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text('recipe = "lfw-mobilenet-v1-025"\nalign = false\n[augment]\nflip = false\n')
     from_toml = TrainConfig.from_toml(path, epochs=2)
-    assert (from_toml.align, from_toml.augment, from_toml.epochs, from_toml.epochs_frozen) == (False, {"flip": False}, 2, 3)
+    assert ((from_toml.align, from_toml.augment, from_toml.epochs, from_toml.epochs_frozen)
+            == (False, {"flip": False}, 2, 3))
     # Direct construction cannot tell "unset" from "the default": defaults are filled.
     assert TrainConfig(recipe="lfw-mobilenet-v1-025", align=False).align is True
     assert "given" not in TrainConfig.from_dict({"recipe": "seed-vgg16"}).to_dict()

@@ -71,6 +71,7 @@ def make_lfw(root: Path, people: int = 20, per_person: int = 4, size: int = 40) 
             lines.append(f"{name}\t{a}\t{b}")
         for _ in range(2):
             n1, n2 = rng.choice(len(pool), 2, replace=False)
-            lines.append(f"{pool[n1]}\t{rng.integers(1, per_person + 1)}\t{pool[n2]}\t{rng.integers(1, per_person + 1)}")
+            lines.append(f"{pool[n1]}\t{rng.integers(1, per_person + 1)}\t"
+                         f"{pool[n2]}\t{rng.integers(1, per_person + 1)}")
     (root / "pairs.txt").write_text("\n".join(lines) + "\n")
     return root
