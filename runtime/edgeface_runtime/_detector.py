@@ -283,8 +283,8 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
         weights = scores[cluster]
         merged.append(weights @ values[cluster] / weights.sum())
         best_scores.append(scores[best])
-    merged = np.array(merged)
-    return merged[:, :4], merged[:, 4:].reshape((len(merged),) + keypoints.shape[1:]), np.array(best_scores)
+    rows = np.array(merged)
+    return rows[:, :4], rows[:, 4:].reshape((len(rows),) + keypoints.shape[1:]), np.array(best_scores)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,7 +508,8 @@ class FaceDetector:
                 continue  # lay entirely in the letterbox border
             points = points.astype(np.float32)
             points.setflags(write=False)
-            faces.append(Face(box=tuple(float(v) for v in box), score=float(score), keypoints=points))
+            x0, y0, x1, y1 = (float(v) for v in box)
+            faces.append(Face(box=(x0, y0, x1, y1), score=float(score), keypoints=points))
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces
 

@@ -120,8 +120,9 @@ class Gallery:
             raise GalleryError(f"busy_timeout must be a number of seconds >= 0, got {busy_timeout!r}")
         self.path = Path(os.fspath(path)).expanduser().absolute()
         self.readonly = bool(readonly)
-        self.embedding_size = int(embedding_size) if self._model_bound else 0  # else read from the file
-        self._fingerprint = _normalize_fingerprint(model_fingerprint) if self._model_bound else ""
+        # Model-bound: both are given (checked above); else both are read from the file.
+        self.embedding_size = int(embedding_size) if embedding_size is not None else 0
+        self._fingerprint = _normalize_fingerprint(model_fingerprint) if model_fingerprint is not None else ""
         self._busy_timeout = float(busy_timeout)
         self._create = bool(create)
         self._lock = threading.RLock()
@@ -310,12 +311,16 @@ class Gallery:
         now = _now()
         with self._write_transaction(f"enrolling {name!r}") as conn:
             row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            person_id: int
             if row is None:
-                person_id = conn.execute(
+                inserted = conn.execute(
                     "INSERT INTO people (name, created, updated) VALUES (?, ?, ?)", (name, now, now)
                 ).lastrowid
+                if inserted is None:  # pragma: no cover - SQLite sets it after every INSERT
+                    raise GalleryError(f"SQLite did not return the new row of {name!r} in {self.path}")
+                person_id = inserted
             else:
-                person_id = row[0]
+                person_id = int(row[0])
                 if replace:
                     conn.execute("DELETE FROM templates WHERE person_id = ?", (person_id,))
                 conn.execute("UPDATE people SET updated = ? WHERE id = ?", (now, person_id))
@@ -744,7 +749,7 @@ def _clean_name(name: object) -> str:
 
 
 def _is_positive_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return bool(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1)
 
 
 def _normalize_fingerprint(fingerprint: str) -> str:

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from ._embedder import Embedder
 from ._errors import NoFaceError
 from ._images import DEFAULT_MAX_PIXELS, _as_image, _load_rgb
 from ._matching import IdentifyResult, VerifyResult, verify_embeddings
+
+if TYPE_CHECKING:
+    from ._gallery import Gallery
 
 logger = logging.getLogger(__name__)
 
@@ -154,15 +157,16 @@ class FaceVerifier:
     def _check_site_calibration(self) -> None:
         if not self.options.site_threshold or self.options.threshold is not None:
             return
-        record = self.gallery.site_calibration(self.options.far)
+        gallery = self._require_gallery()
+        record = gallery.site_calibration(self.options.far)
         if record is None:
             return
-        templates = self.gallery.template_count()
+        templates = gallery.template_count()
         if templates != record.templates:
             logger.warning("gallery %s changed since its site threshold was calibrated (%d templates then, %d "
-                           "now); run `edgeface calibrate` again", self.gallery.path, record.templates, templates)
+                           "now); run `edgeface calibrate` again", gallery.path, record.templates, templates)
         if record.warning:
-            logger.warning("the site threshold of %s is weakly backed: %s", self.gallery.path, record.warning)
+            logger.warning("the site threshold of %s is weakly backed: %s", gallery.path, record.warning)
 
     # -- faces --------------------------------------------------------------------------
     def detect(self, image: Any, *, color_order: str = "RGB") -> list:
@@ -181,6 +185,7 @@ class FaceVerifier:
 
         size = self.embedder.preprocess.input_size
         t0 = time.perf_counter()
+        faces: list[Any]
         if self.detector is None:
             crops, faces = [_center_crop(image, size)], [None]
             t1 = t0
@@ -257,7 +262,7 @@ class FaceVerifier:
         gallery.enroll(name, embeddings, sources=sources, replace=replace)
         return len(items)
 
-    def _require_gallery(self):
+    def _require_gallery(self) -> Gallery:
         if self.gallery is None:
             raise ValueError("no gallery is open: pass gallery_path=... to use enroll and identify")
         return self.gallery

@@ -143,7 +143,7 @@ def calibrate(args: argparse.Namespace) -> int:
                            f"-g {args.gallery}`): their different-person pairs are what calibration measures")
     with FaceVerifier.from_path(args.model, detect=False, gallery_path=args.gallery) as fv:
         if args.clear:
-            fv.gallery.clear_site_calibration()
+            fv._require_gallery().clear_site_calibration()
             emit({"gallery": str(args.gallery), "cleared": True}, args.as_json,
                  f"removed the site thresholds of {args.gallery}; verify and identify use the model's again")
             return 0
@@ -429,7 +429,8 @@ def _entry_points() -> Dict[str, Any]:
     from importlib import metadata
 
     found = metadata.entry_points()
-    group = found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select") else found.get(ENTRY_POINT_GROUP, [])
+    group = (found.select(group=ENTRY_POINT_GROUP) if hasattr(found, "select")
+             else found.get(ENTRY_POINT_GROUP, []))  # type: ignore[arg-type]  # Python 3.9: a dict
     return {ep.name: ep for ep in group}
 
 
