@@ -28,7 +28,8 @@ from edgeface_runtime._metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
-from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE, VARIANTS,
+from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE,
+                        PRUNE_BLOCK_WITH_PAIRS, VARIANTS,
                         Target, Variant, get_target, parse_variants)
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
             data: str | os.PathLike | _data.FineTuneData | None = None,
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             pairs_folds: Sequence[int] | None = None, use_card: bool = True,
-            target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int = DEFAULT_PRUNE_BLOCK,
+            target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int | None = None,
             clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
             task_weight: float = 0.0, batch_size: int = 32, bias_correction: bool = True,
@@ -288,10 +289,11 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
     prune_block: weights pruned together, consecutive input channels of one output channel (1:
-        each on its own); whole runs of zeros compress better in the file (``_pruning``).
+        each on its own); whole runs of zeros compress better in the file (``_pruning``). Default:
+        4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
-        and QAT 500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
+        1500 and QAT 500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
         task_weight × a classification loss (default 0: the source model is the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
@@ -317,7 +319,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
     if not 0.0 < float(sparsity) < 1.0:
         raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
-    prune_block = _pruning.check_block(prune_block)
+    if prune_block is not None:
+        prune_block = _pruning.check_block(prune_block)
     if int(clusters) < 2:
         raise ValueError(f"clusters must be at least 2, got {clusters!r}")
     for far in fars:
@@ -414,6 +417,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    if prune_block is None:  # runs of zeros when thresholds are recalibrated on pairs, else single weights
+        prune_block = PRUNE_BLOCK_WITH_PAIRS if pairs is not None else DEFAULT_PRUNE_BLOCK
     options = {"sparsity": float(sparsity), "prune_block": prune_block, "clusters": int(clusters), "io": io,
                "target": target_spec.name,
                "finetune_steps": None if finetune_steps is None else int(finetune_steps),

@@ -12,7 +12,6 @@ from typing import Any, Optional
 
 import typer
 from edgeface_converters import DEFAULT_TARGET, TARGETS, VARIANTS
-from edgeface_converters._variants import DEFAULT_PRUNE_BLOCK
 from edgeface_runtime.commandline import exit_code
 
 from ._cli_support import JSON, MODEL_OPTION, QUIET, VERBOSE, pick_model, setup_logging
@@ -41,13 +40,14 @@ def convert_command(
     target: str = typer.Option(DEFAULT_TARGET, help="Oldest interpreter the files must load on: "
                                                     f"{', '.join(TARGETS)}."),
     sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
-    prune_block: int = typer.Option(DEFAULT_PRUNE_BLOCK, help="Pruned variants: weights pruned together, consecutive "
-                                                              "input channels of one output channel (1: each on its "
-                                                              "own). Runs of zeros gzip smaller."),
+    prune_block: Optional[int] = typer.Option(None, help="Pruned variants: weights pruned together, consecutive input "
+                                                         "channels of one output channel (1: each on its own; default "
+                                                         "4 with calibration pairs, else 1). Runs of zeros gzip "
+                                                         "smaller."),
     clusters: int = typer.Option(16, help="Weight clusters per layer for the clustered variants."),
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
     finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per compression step "
-                                                            "(default: pruning 1000, clustering and QAT 500)."),
+                                                            "(default: pruning 1000, clustering 1500, QAT 500)."),
     learning_rate: Optional[float] = typer.Option(None, help="Fine-tuning learning rate, Adam (default: pruning "
                                                              "1e-3, clustering and QAT 1e-4)."),
     task_weight: float = typer.Option(0.0, help="Weight of a classification loss beside the distillation towards "

@@ -102,3 +102,12 @@ def test_a_nested_model_is_flattened_for_tfmot(tiny_model_path, faces_dir, tmp_p
     result = manifest["qat-int8"]
     assert result.ok, result.reason
     assert result.agreement["mean"] > 0.95
+
+
+def test_runs_of_zeros_by_default_only_when_thresholds_are_recalibrated_on_pairs(tiny_model_path, faces_dir,
+                                                                                 tmp_path):
+    with_pairs = _convert(tiny_model_path, faces_dir, tmp_path / "a", "pruned-int8", finetune_steps=20,
+                          calibration_pairs=faces_dir / "lfw" / "pairs.txt")
+    without = _convert(tiny_model_path, faces_dir, tmp_path / "b", "pruned-int8", finetune_steps=20)
+    assert with_pairs["pruned-int8"].options["prune_block"] == 4
+    assert without["pruned-int8"].options["prune_block"] == 1  # inherited thresholds need the closer embedding
