@@ -32,7 +32,8 @@ def converted(tiny_model_path, faces_dir, tmp_path_factory):
     events = []
     manifest = convert(tiny_model_path, out, "all", calibration=faces_dir / "calibration", data=faces_dir / "data",
                        calibration_pairs=faces_dir / "lfw" / "pairs.txt", sparsity=SPARSITY, clusters=CLUSTERS,
-                       prune_block=1, finetune_steps=60,  # single weights: the reference the block test compares with learning_rate=1e-3, face_detector=None,
+                       prune_block=1,  # single weights: the reference the block test compares with
+                       finetune_steps=60, learning_rate=1e-3, face_detector=None,
                        progress=lambda event, name: events.append((event, name)))
     return manifest, out, events
 
