@@ -340,8 +340,14 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         keras.utils.set_random_seed(int(seed))
     input_size = _model.input_size(source, meta)
     inputs: dict[str, str] = {}
-    recorded = _recorded(model_path) if use_card and (calibration is None or data is None
-                                                      or calibration_pairs is None) else None
+    recorded = None
+    if use_card and (calibration is None or data is None or calibration_pairs is None):
+        try:
+            recorded = _recorded(model_path)
+        except ValueError as exc:  # the card's data moved: fatal only when it was to supply the calibration
+            if calibration is None:
+                raise
+            logger.warning("not using the training card: %s", exc)
     if recorded is not None:
         for note in recorded.notes:
             logger.warning("%s", note)

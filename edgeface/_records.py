@@ -105,6 +105,8 @@ def training_data(model: str | os.PathLike) -> TrainingData | None:
     detector = recorded_path(hyper.get("detector"), base)
     if hyper.get("detector") and detector is None:
         notes.append(f"the detector the card names ({hyper['detector']}) is gone; using the runtime's default")
+    if not hyper.get("data") and hyper.get("dataset") != "lfw":
+        return None  # trained from a dataset object in Python: the card names no folder to go back to
     root = recorded_path(hyper.get("data"), base)
     if hyper.get("dataset") == "lfw":
         try:

@@ -131,7 +131,7 @@ def test_evaluate_command_prints_the_no_face_count(tmp_path, monkeypatch, edgefa
     stub = BrightFaceDetector()
     monkeypatch.setattr(CropMaker, "_largest_face", lambda self, rgb: (stub.detect(rgb) or [None])[0])
     out_json = tmp_path / "report.json"
-    code, out, err = edgeface("evaluate", MODEL, "--pairs", pairs_file, "--images", root, "--json", out_json)
+    code, out, err = edgeface("evaluate", MODEL, "--pairs", pairs_file, "--images", root, "--out", out_json)
     assert code == 0, err
     assert "folds 1-2" in out
     assert "no face detected in 1 of 16 images: left out, as the device refuses them (1 pairs left out)" in out
