@@ -386,7 +386,7 @@ def index_stream(labels: np.ndarray, seed: int, *, balanced: bool = False, start
     image reaches two workers. A pass is cut to a multiple of ``n`` (at most ``n - 1`` images, a
     different few each pass) so the workers' passes stay the same length and in step.
     """
-    index, count = _check_shard(shard)
+    index, count = check_shard(shard)
     labels = np.asarray(labels)
     n = len(labels)
     if n < count:
@@ -408,11 +408,12 @@ def index_stream(labels: np.ndarray, seed: int, *, balanced: bool = False, start
         epoch += 1
 
 
-def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+def check_shard(shard: Any) -> tuple[int, int]:
+    """``(index, count)`` of one worker's share, validated (the data pipeline's and the teachers')."""
     try:
         index, count = (int(v) for v in shard)
     except (TypeError, ValueError):
-        raise ValueError(f"shard must be (index, count), got {shard!r}") from None
+        raise ValueError(f"shard must be (index, count), e.g. (0, 4) for the first of four, got {shard!r}") from None
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"shard (index, count) needs 0 <= index < count, got {shard!r}")
     return index, count
@@ -499,7 +500,7 @@ def make_train_dataset(dataset: FaceDataset, *, batch_size: int, preprocess: Pre
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size!r}")
     # Checked here: inside the tf.data generator an error would surface as an opaque one.
-    shard = _check_shard(shard)
+    shard = check_shard(shard)
     if len(dataset) < shard[1]:
         raise ValueError(f"{len(dataset)} training image(s) cannot be shared among {shard[1]} workers: each needs "
                          "at least one; add images or start fewer workers")

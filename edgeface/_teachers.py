@@ -895,16 +895,6 @@ def _part_files(file: Path) -> list[Path]:
     return sorted(file.parent.glob(f"{file.stem}.part-*-of-*.npz"))
 
 
-def _check_shard(shard: Any) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ValueError(f"shard must be (index, count), e.g. (0, 4) for the first of four, got {shard!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard (index, count) needs 0 <= index < count, got {shard!r}")
-    return index, count
-
-
 def _digest(file: str) -> str:
     try:
         with open(file, "rb") as fh:
@@ -953,7 +943,9 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
     """
     paths = list(paths)
     if shard is not None:
-        index, count = _check_shard(shard)
+        from ._data import check_shard
+
+        index, count = check_shard(shard)
         if isinstance(teacher, EnsembleTeacher):
             raise ValueError("an ensemble teacher is centred over the whole set, so it cannot embed a shard; "
                              "shard each member (teacher.members) instead, then embed the whole set")

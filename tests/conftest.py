@@ -52,6 +52,18 @@ def lfw_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def orl_dir() -> Path:
+    """``$EDGEFACE_DATA_HOME/orl`` (the AT&T/ORL faces); the test is skipped when it is not there."""
+    home = os.environ.get("EDGEFACE_DATA_HOME")
+    if not home:
+        pytest.skip("EDGEFACE_DATA_HOME is not set (point it at the folder holding orl/)")
+    root = Path(home) / "orl"
+    if not (root / "s1" / "1.pgm").is_file():
+        pytest.skip(f"{root} lacks s1/1.pgm (the AT&T/ORL faces)")
+    return root
+
+
+@pytest.fixture(scope="session")
 def detector_models_dir() -> Path:
     """Folder with the MediaPipe BlazeFace .tflite files (``$EDGEFACE_MODELS_DIR`` or ../shared/models)."""
     found = _shared_dir("EDGEFACE_MODELS_DIR", "models")

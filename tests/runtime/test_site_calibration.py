@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -275,16 +274,6 @@ def test_calibrate_command_says_a_far_outside_zero_one_is_bad_input(verifier, fi
 # --------------------------------------------------------------------------- a domain the model never saw
 
 
-def _orl_root() -> Path:
-    home = os.environ.get("EDGEFACE_DATA_HOME")
-    if not home:
-        pytest.skip("EDGEFACE_DATA_HOME is not set (point it at the folder holding orl/)")
-    root = Path(home) / "orl"
-    if not (root / "s1" / "1.pgm").is_file():
-        pytest.skip(f"{root} lacks s1/1.pgm (the AT&T/ORL faces)")
-    return root
-
-
 def _example(name: str):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -294,9 +283,9 @@ def _example(name: str):
 
 
 @pytest.mark.orl
-def test_on_orl_a_site_threshold_keeps_its_far_on_people_never_used_to_calibrate():
+def test_on_orl_a_site_threshold_keeps_its_far_on_people_never_used_to_calibrate(orl_dir):
     measure = _example("site_calibration")
-    people, counts = measure.embed_folder(_orl_root())  # the bundled model and detector
+    people, counts = measure.embed_folder(orl_dir)  # the bundled model and detector
     assert counts["images"] == 400 and len(people) == 40
     # s1-s20 enrolled (5 photos each) and calibrated, then every pair of s21-s40's 200 photos.
     records = measure.measure(people, [1e-3, 1e-2], splits=10, enroll=5)

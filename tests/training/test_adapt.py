@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -170,24 +169,14 @@ def test_adapt_command_writes_the_model_and_the_kshot_report(source_model, targe
     assert code == 2 and "--kshot takes" in stderr
 
 
-def _orl_root() -> Path:
-    home = os.environ.get("EDGEFACE_DATA_HOME")
-    if not home:
-        pytest.skip("EDGEFACE_DATA_HOME is not set (point it at the folder holding orl/)")
-    root = Path(home) / "orl"
-    if not (root / "s1" / "1.pgm").is_file():
-        pytest.skip(f"{root} lacks s1/1.pgm (the AT&T/ORL faces)")
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.orl
-def test_a_short_adaptation_on_orl(source_model, tmp_path):
+def test_a_short_adaptation_on_orl(source_model, tmp_path, orl_dir):
     from edgeface.adaptation import kshot_evaluation
 
     # The tiny source model at 32x32: this checks the real data's path (92x112 grayscale PGM,
     # centre crops), not the accuracy (the README's table comes from the LFW-trained model).
-    report = kshot_evaluation(source_model, _orl_root(), shots=(2,), seeds=(0,), n_pairs=200, steps=10,
+    report = kshot_evaluation(source_model, orl_dir, shots=(2,), seeds=(0,), n_pairs=200, steps=10,
                               batch_size=16)
     run = report["runs"][0]
     assert report["dataset"]["identities"] == 40 and report["dataset"]["images"] == 400
