@@ -293,7 +293,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
-        1500 and QAT 500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
+        and QAT 1500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
         task_weight × a classification loss (default 0: the source model is the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops

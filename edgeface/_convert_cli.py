@@ -47,7 +47,7 @@ def convert_command(
     clusters: int = typer.Option(16, help="Weight clusters per layer for the clustered variants."),
     io: str = typer.Option("float32", help="Input/output type of the int8 variants: float32, int8 or uint8."),
     finetune_steps: Optional[int] = typer.Option(None, help="Fine-tuning steps per compression step "
-                                                            "(default: pruning 1000, clustering 1500, QAT 500)."),
+                                                            "(default: pruning 1000, clustering and QAT 1500)."),
     learning_rate: Optional[float] = typer.Option(None, help="Fine-tuning learning rate, Adam (default: pruning "
                                                              "1e-3, clustering and QAT 1e-4)."),
     task_weight: float = typer.Option(0.0, help="Weight of a classification loss beside the distillation towards "

@@ -167,7 +167,7 @@ def test_each_compression_step_has_its_own_finetuning_defaults_and_explicit_valu
 
     prune, qat = FineTuneOptions.for_step("prune"), FineTuneOptions.for_step("qat")
     assert (prune.steps, prune.learning_rate) == (1000, 1e-3)  # pruning needs the longer, faster recovery
-    assert (qat.steps, qat.learning_rate) == (500, 1e-4)
+    assert (qat.steps, qat.learning_rate) == (1500, 1e-4)
     given = FineTuneOptions.for_step("prune", 60, 1e-4, task_weight=0.5)
     assert (given.steps, given.learning_rate, given.task_weight) == (60, 1e-4, 0.5)
     with pytest.raises(ValueError, match="finetune_steps must be at least 1"):
