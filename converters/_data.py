@@ -34,10 +34,7 @@ HOLD_OUT_EVERY = 5
 
 def to_model_input(crops: np.ndarray, preprocess: Preprocess) -> np.ndarray:
     """uint8 RGB crops (N, h, w, 3) → float32 model input, as the device computes it."""
-    x = crops.astype(np.float32)
-    if preprocess.color_order == "BGR":
-        x = x[..., ::-1]
-    return (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
+    return preprocess.normalize(crops)
 
 
 @dataclass

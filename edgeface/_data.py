@@ -422,19 +422,16 @@ def check_shard(shard: Any) -> tuple[int, int]:
 def to_model_input(images, preprocess: Preprocess):
     """Float RGB pixels in [0, 255] (tf or numpy, NHWC) → the model's input, exactly as the device does."""
     if isinstance(images, np.ndarray):
-        x = images.astype(np.float32)
-        if preprocess.color_order == "BGR":
-            x = x[..., ::-1]
-        return (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
+        return preprocess.normalize(images)
     from ._keras import tf
 
     x = tf.cast(images, tf.float32)
     if preprocess.color_order == "BGR":
         x = x[..., ::-1]
-    # One multiply-add instead of a subtract and a divide: a pass over the batch costs as much as
-    # a small layer on two cores.
-    inverse_std = 1.0 / np.asarray(preprocess.std, np.float32)
-    return x * tf.constant(inverse_std) + tf.constant(-np.asarray(preprocess.mean, np.float32) * inverse_std)
+    # Preprocess.normalize as one multiply-add in the graph: a pass over the batch costs as much
+    # as a small layer on two cores.
+    scale, shift = preprocess.scale_and_shift()
+    return x * tf.constant(scale) + tf.constant(shift)
 
 
 def augment_batch(images, augment: Augment, seed: int | None = None):

@@ -31,8 +31,9 @@ class Embedder:
         self._input_dtype = np.dtype(detail["dtype"])
         self._input_quant = detail.get("quantization", (0.0, 0))
         self._output_quant = self.engine.output_details[0].get("quantization", (0.0, 0))
+        # Preprocess.normalize's arithmetic, as constants for the table and in-place paths below.
         self._mean = np.asarray(self.preprocess.mean, np.float32)
-        self._inv_std = 1.0 / np.asarray(self.preprocess.std, np.float32)
+        self._inv_std = self.preprocess.scale_and_shift()[0]
         self._tables = self._input_tables()
         # The usual case: one mean and std for all channels, so one table serves every pixel.
         self._table = self._tables[0] if (self._tables == self._tables[0]).all() else None

@@ -66,6 +66,24 @@ class Preprocess:
         known = {k: data[k] for k in ("input_size", "color_order", "mean", "std", "layout", "alignment") if k in data}
         return cls(**known)
 
+    def scale_and_shift(self) -> tuple[Any, Any]:
+        """Per-channel ``(1 / std, -mean / std)`` as float32 arrays: ``input = pixel * scale + shift``."""
+        import numpy as np  # here, not at the top: reading metadata needs no numpy
+
+        scale = 1.0 / np.asarray(self.std, np.float32)
+        return scale, -np.asarray(self.mean, np.float32) * scale
+
+    def normalize(self, pixels: Any) -> Any:
+        """RGB pixels in [0, 255] (..., 3) → the model's float32 input: colour order, then
+        ``(pixel - mean) * (1 / std)``. The one definition training, conversion and the device use
+        (the runtime's ``Embedder`` looks the same arithmetic up in per-level tables)."""
+        import numpy as np
+
+        x = np.asarray(pixels, np.float32)
+        if self.color_order == "BGR":
+            x = x[..., ::-1]
+        return (x - np.asarray(self.mean, np.float32)) * (1.0 / np.asarray(self.std, np.float32))
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["input_size"] = list(self.input_size)

@@ -82,3 +82,18 @@ def test_newer_metadata_format_asks_for_an_upgrade(fixtures_dir):
     meta["format_version"] = 99
     with pytest.raises(MetadataError, match="upgrade"):
         ModelMetadata.from_dict(meta)
+
+
+def test_normalize_is_the_arithmetic_the_embedder_uses():
+    import numpy as np
+
+    from edgeface_runtime._metadata import Preprocess
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    pre = Preprocess(input_size=(8, 8), color_order="BGR", mean=(1.0, 2.0, 3.0), std=(2.0, 4.0, 8.0))
+    out = pre.normalize(rgb)
+    assert out.dtype == np.float32
+    expected = (rgb[..., ::-1].astype(np.float32) - np.float32([1, 2, 3])) * (1 / np.float32([2, 4, 8]))
+    np.testing.assert_array_equal(out, expected)
+    scale, shift = pre.scale_and_shift()
+    np.testing.assert_allclose(rgb[..., ::-1] * scale + shift, out, rtol=1e-6, atol=1e-6)
