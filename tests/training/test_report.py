@@ -311,7 +311,8 @@ def test_importing_the_report_loads_no_heavy_modules():
 
 
 def test_recommendation_rule():
-    from edgeface._report import VariantRow, _pareto, _recommend
+    from edgeface._report import VariantRow, _recommend
+    from edgeface._report_render import _pareto
 
     def row(name, kind, size, accuracy):
         verification = {"accuracy": {"mean": accuracy, "std": 0.0}}
