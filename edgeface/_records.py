@@ -93,7 +93,7 @@ def recorded_path(value: Any, base: Path) -> Path | None:
 
 def training_data(model: str | os.PathLike) -> TrainingData | None:
     """The training people of ``model`` from its card (None when there is no card)."""
-    from ._data import find_lfw, lfw_image_root, load_lfw, scan_folder
+    from ._data import load_lfw, scan_folder
 
     card_path = card_beside(model)
     if card_path is None:
@@ -105,22 +105,13 @@ def training_data(model: str | os.PathLike) -> TrainingData | None:
     detector = recorded_path(hyper.get("detector"), base)
     if hyper.get("detector") and detector is None:
         notes.append(f"the detector the card names ({hyper['detector']}) is gone; using the runtime's default")
-    if not hyper.get("data") and hyper.get("dataset") != "lfw":
-        return None  # trained from a dataset object in Python: the card names no folder to go back to
-    root = recorded_path(hyper.get("data"), base)
-    if hyper.get("dataset") == "lfw":
-        try:
-            lfw = find_lfw(root)
-        except ValueError as exc:
-            raise ValueError(f"{card_path} records LFW training data at {hyper.get('data')!r}, which is not there "
-                             f"({exc}); set EDGEFACE_DATA_HOME or pass the inputs explicitly") from None
-        train, _ = load_lfw(lfw, held_out_folds=LFW_EVAL_FOLDS)
-        protocol = Protocol(lfw / "pairs.txt", lfw_image_root(lfw), list(LFW_EVAL_FOLDS),  # type: ignore[arg-type]
-                            f"training card {card_path}")
-        return TrainingData(train, detector, card_path, protocol, notes)
+    root = _data_root(card, card_path)
     if root is None:
-        raise ValueError(f"{card_path} records training data at {hyper.get('data')!r}, which is not there; pass the "
-                         "inputs explicitly (e.g. --calibration DIR and --data DIR)")
+        return None
+    protocol = _card_protocol(card, card_path, root)
+    if hyper.get("dataset") == "lfw":
+        train, _ = load_lfw(root, held_out_folds=LFW_EVAL_FOLDS)
+        return TrainingData(train, detector, card_path, protocol, notes)
     everyone = scan_folder(root, min_images=1)
     data = card.get("data") or {}
     names = (data.get("train") or {}).get("identity_names")
@@ -128,10 +119,42 @@ def training_data(model: str | os.PathLike) -> TrainingData | None:
     train = everyone.subset(known) if known else everyone
     if names and len(known) < len(names):
         notes.append(f"{len(names) - len(known)} of the card's {len(names)} training people are no longer in {root}")
-    held = [n for n in ((data.get("validation") or {}).get("identity_names") or []) if n in set(everyone.identities)]
+    held = [n for n in (protocol.people if protocol is not None else []) or [] if n in set(everyone.identities)]
     validation = everyone.subset(held) if len(held) >= 2 else None
-    protocol = Protocol(None, None, None, f"training card {card_path}", root, held) if validation is not None else None
-    return TrainingData(train, detector, card_path, protocol, notes, validation)
+    return TrainingData(train, detector, card_path, protocol if validation is not None else None, notes, validation)
+
+
+def _data_root(card: dict, card_path: Path) -> Path | None:
+    """The folder a card's training data is in (for LFW: the LFW folder); None when the model was
+    trained from a dataset object in Python and the card names no folder to go back to."""
+    from ._data import find_lfw
+
+    hyper = card.get("hyperparameters") or {}
+    if not hyper.get("data") and hyper.get("dataset") != "lfw":
+        return None
+    root = recorded_path(hyper.get("data"), card_path.parent)
+    if hyper.get("dataset") == "lfw":
+        try:
+            return find_lfw(root)
+        except ValueError as exc:
+            raise ValueError(f"{card_path} records LFW training data at {hyper.get('data')!r}, which is not there "
+                             f"({exc}); set EDGEFACE_DATA_HOME or pass the inputs explicitly") from None
+    if root is None:
+        raise ValueError(f"{card_path} records training data at {hyper.get('data')!r}, which is not there; pass the "
+                         "inputs explicitly (e.g. --calibration DIR and --data DIR)")
+    return root
+
+
+def _card_protocol(card: dict, card_path: Path, root: Path) -> Protocol | None:
+    """How a card's model is measured, read from the card alone (no image folder is scanned):
+    LFW folds 6-10 for LFW training, else the people held out for validation (two or more)."""
+    from ._data import lfw_image_root
+
+    origin = f"training card {card_path}"
+    if (card.get("hyperparameters") or {}).get("dataset") == "lfw":
+        return Protocol(root / "pairs.txt", lfw_image_root(root), list(LFW_EVAL_FOLDS), origin)
+    held = ((card.get("data") or {}).get("validation") or {}).get("identity_names") or []
+    return Protocol(None, None, None, origin, root, list(held)) if len(held) >= 2 else None
 
 
 def recorded_protocol(models: Sequence[str | os.PathLike]) -> Protocol | None:
@@ -156,9 +179,11 @@ def recorded_protocol(models: Sequence[str | os.PathLike]) -> Protocol | None:
             card = card_beside(candidate)
             if card is None:
                 continue
-            recorded = training_data(candidate)
-            if recorded is not None and recorded.protocol is not None:
-                return recorded.protocol
+            content = read_json(card, "training card")
+            root = _data_root(content, card)
+            protocol = _card_protocol(content, card, root) if root is not None else None
+            if protocol is not None:
+                return protocol
     return None
 
 

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._records import CARD_NAME
 from ._report_latency import DEFAULT_LATENCY_RUNS, WARMUP_RUNS, device_info, measure_variant, usable_cores
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ DEFAULT_TOLERANCE = 0.5  # accuracy points
 REPORT_FAR = 1e-3  # the operating point of the table's TAR column
 FARS = (1e-2, 1e-3)  # operating points kept in the JSON
 KERAS_ROW = "keras"
-CARD_NAME = "training_card.json"  # written by edgeface._train
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 

@@ -30,10 +30,10 @@ from edgeface_runtime._metadata import ModelMetadata
 
 from ._choices import DATASETS, EMBEDDING_STYLES, HEADS, OPTIMIZERS, SCHEDULES, STRATEGIES
 from ._modelio import atomic_write_text
+from ._records import CARD_NAME
 
 logger = logging.getLogger(__name__)
 
-CARD_NAME = "training_card.json"
 MODEL_NAME = "model.keras"
 
 # Defaults for a face-recognition source (sface, dlib_resnet), applied like a recipe to options not
