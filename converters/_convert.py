@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _far_key(far: float) -> str:
 # (wrapped model, callbacks for the fine-tuning loop); strip(wrapped, steps before) -> model.
 _STEP_PAIRS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["steps"],
-                                                                 options["prune_block"]),
+                                                                 options["prune_block"], options["layer_sparsity"]),
               lambda model, after: _pruning.strip_pruning(model)),
     "cluster": (lambda model, options, after: _clustering.apply_clustering(model, options["clusters"],
                                                                             preserve_sparsity="prune" in after),
@@ -259,6 +259,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
             calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
             pairs_folds: Sequence[int] | None = None, use_card: bool = True,
             target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int | None = None,
+            layer_sparsity: Mapping[str, float] | Sequence[str] | str | None = None,
             clusters: int = 16, io: str = "float32",
             finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
             task_weight: float = 0.0, batch_size: int = 32, bias_correction: bool = True,
@@ -288,6 +289,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         its own impostor scores. Default: LFW folds 6-10 for a model the card says trained on LFW.
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
+    layer_sparsity: per-layer pruning targets by layer-name pattern, overriding ``sparsity``
+        (``{"sface_fc": 0.95}`` or ``["sface_fc=0.95"]``; 0 keeps a layer dense; ``_pruning.sparsity_plan``).
     prune_block: weights pruned together, consecutive input channels of one output channel (1:
         each on its own); whole runs of zeros compress better in the file (``_pruning``). Default:
         4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
@@ -319,6 +322,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
     if not 0.0 < float(sparsity) < 1.0:
         raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
+    layer_sparsity = _pruning.parse_layer_sparsity(layer_sparsity)
     if prune_block is not None:
         prune_block = _pruning.check_block(prune_block)
     if int(clusters) < 2:
@@ -420,12 +424,15 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
             flat = _model.fold_dense_batchnorm(_model.flatten(source))
         except ValueError as exc:
             flat_error = str(exc)
+    if flat is not None and layer_sparsity and any("prune" in VARIANTS[n].steps for n in fine_tuned):
+        _pruning.sparsity_plan(flat, sparsity, layer_sparsity)  # a pattern naming no layer fails before any work
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     if prune_block is None:  # runs of zeros when thresholds are recalibrated on pairs, else single weights
         prune_block = PRUNE_BLOCK_WITH_PAIRS if pairs is not None else DEFAULT_PRUNE_BLOCK
-    options = {"sparsity": float(sparsity), "prune_block": prune_block, "clusters": int(clusters), "io": io,
+    options = {"sparsity": float(sparsity), "layer_sparsity": layer_sparsity, "prune_block": prune_block,
+               "clusters": int(clusters), "io": io,
                "target": target_spec.name,
                "finetune_steps": None if finetune_steps is None else int(finetune_steps),
                "learning_rate": None if learning_rate is None else float(learning_rate),

@@ -14,12 +14,20 @@ kernels as (out, h, w, in) and Dense weights as (out, in), so each block is one 
 bytes in the file, which deflate codes as a single match where it spends about a bit on every
 scattered zero. tfmot's own ``block_size`` takes 2-D weights only (not 1x1 convolutions), so
 these masks are kept by :class:`BlockMasks`, a callback of the same fine-tuning loop.
+
+``layer_sparsity`` gives layers their own target, by name pattern (:func:`sparsity_plan`). One
+number for every layer suits networks whose weights are spread evenly; a face model such as SFace
+keeps two thirds of its 9.7 M weights in one 50,176 x 128 fully connected layer that tolerates
+90 % sparsity with no fine-tuning at all (99.23 -> 98.97 % on LFW), while its convolutions are
+where a few zeros cost accuracy. Patterns are regular expressions searched in layer names, as
+NNCF's scopes and Distiller's schedules address layers.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -70,6 +78,68 @@ def layers_to_prune(model: Any, keep_dense_share: float = KEEP_DENSE_SHARE) -> s
     return {name for _, name in sizes} - dense
 
 
+def parse_layer_sparsity(spec: Mapping[str, Any] | Iterable[str] | str | None) -> dict[str, float]:
+    """``{"sface_fc": 0.95}``, ``["sface_fc=0.95", "conv_1[0-9]=0.3"]`` or ``"sface_fc=0.95,..."`` →
+    ``{pattern: sparsity}`` in the order given (the first pattern a layer matches wins). 0 keeps the
+    matching layers dense."""
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        spec = [part for part in spec.split(",") if part.strip()]
+    items: list[tuple[str, Any]] = []
+    if isinstance(spec, Mapping):
+        items = list(spec.items())
+    else:
+        for entry in spec:
+            pattern, sep, value = str(entry).rpartition("=")
+            if not sep or not pattern.strip():
+                raise ValueError(f"layer sparsity {entry!r} is not PATTERN=FRACTION (e.g. 'sface_fc=0.95': "
+                                 "layers whose name matches the regular expression PATTERN, pruned to FRACTION)")
+            items.append((pattern.strip(), value.strip()))
+    plan: dict[str, float] = {}
+    for pattern, value in items:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"layer sparsity pattern {pattern!r} is not a regular expression: {exc}") from exc
+        try:
+            fraction = float(value)
+        except (TypeError, ValueError):
+            fraction = float("nan")
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"layer sparsity for {pattern!r} must be a fraction in [0, 1) (0 keeps the layers "
+                             f"dense), got {value!r}")
+        plan[pattern] = fraction
+    return plan
+
+
+def sparsity_plan(model: Any, sparsity: float, layer_sparsity: Mapping[str, float] | None = None,
+                  keep_dense_share: float = KEEP_DENSE_SHARE) -> dict[str, float]:
+    """``{layer name: target sparsity}`` of the layers to prune.
+
+    The layers :func:`layers_to_prune` picks get ``sparsity``; a prunable layer whose name matches
+    a ``layer_sparsity`` pattern gets that pattern's value instead (the first match; the smallest
+    layers too, since naming them is deliberate); 0 leaves it dense. A pattern that matches no
+    prunable layer is a ValueError naming the layers there are: a typo must not silently prune
+    with the default.
+    """
+    if not 0.0 < float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
+    prunable = [layer.name for layer in model.layers if _prunable(layer)]
+    plan = {name: float(sparsity) for name in layers_to_prune(model, keep_dense_share)}
+    overrides = parse_layer_sparsity(layer_sparsity)
+    for name in prunable:
+        fraction = next((f for pattern, f in overrides.items() if re.search(pattern, name)), None)
+        if fraction is not None:
+            plan[name] = fraction
+    unmatched = [p for p in overrides if not any(re.search(p, name) for name in prunable)]
+    if unmatched:
+        shown = ", ".join(prunable[:12]) + (f", ... ({len(prunable)} in all)" if len(prunable) > 12 else "")
+        raise ValueError(f"layer sparsity pattern(s) {', '.join(map(repr, unmatched))} match no Conv2D/Dense layer "
+                         f"of the model; its prunable layers are: {shown}")
+    return {name: fraction for name, fraction in plan.items() if fraction > 0.0}
+
+
 def check_block(block: Any) -> int:
     if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
         raise ValueError(f"prune_block must be a whole number of weights >= 1 (1: unstructured), got {block!r}")
@@ -98,8 +168,8 @@ class BlockMasks:
     on the schedule's mask-update steps, recompute each layer's :func:`block_mask`; then zero
     the pruned weights (the optimizer moved them in the last step), and once more at the end."""
 
-    def __init__(self, layers: list[Any], plan: Any, block: int):
-        self.layers, self.plan, self.block = layers, plan, block
+    def __init__(self, layers: list[Any], plans: list[Any], block: int):
+        self.layers, self.plans, self.block = layers, plans, block  # one schedule per layer
         self.masks = [np.ones(layer.kernel.shape, bool) for layer in layers]
 
     def set_model(self, model: Any) -> None:
@@ -109,9 +179,10 @@ class BlockMasks:
         pass
 
     def on_train_batch_begin(self, step: int, logs: Any = None) -> None:
-        update, sparsity = self.plan(step)
-        if bool(update):
-            self.masks = [block_mask(layer.kernel.numpy(), float(sparsity), self.block) for layer in self.layers]
+        for i, (layer, plan) in enumerate(zip(self.layers, self.plans)):
+            update, sparsity = plan(step)
+            if bool(update):
+                self.masks[i] = block_mask(layer.kernel.numpy(), float(sparsity), self.block)
         self.apply()
 
     def on_train_batch_end(self, step: int, logs: Any = None) -> None:
@@ -128,30 +199,32 @@ class BlockMasks:
             layer.kernel.assign(layer.kernel.numpy() * mask)
 
 
-def apply_pruning(model: Any, target_sparsity: float, steps: int,
-                  block: int = DEFAULT_PRUNE_BLOCK) -> tuple[Any, list[Any]]:
+def apply_pruning(model: Any, target_sparsity: float, steps: int, block: int = DEFAULT_PRUNE_BLOCK,
+                  layer_sparsity: Mapping[str, float] | None = None) -> tuple[Any, list[Any]]:
     """``(model with prunable layers wrapped, callbacks the fine-tuning loop must drive)``.
 
     ``model`` should be a copy (``_model.copy_model``): the wrappers share its layers' weights.
     ``block > 1``: the model itself is returned, its pruning done by a :class:`BlockMasks` callback.
+    ``layer_sparsity``: per-layer targets by name pattern (:func:`sparsity_plan`).
     """
     import tensorflow_model_optimization as tfmot
     from edgeface._keras import keras
 
     block = check_block(block)
-    plan = schedule(target_sparsity, steps)
-    chosen = layers_to_prune(model)
+    chosen = sparsity_plan(model, target_sparsity, layer_sparsity)
     if not chosen:
         raise ValueError("the model has no Conv2D or Dense layer to prune")
+    plans = {fraction: schedule(fraction, steps) for fraction in set(chosen.values())}
     kept_dense = sum(1 for layer in model.layers if _prunable(layer)) - len(chosen)
-    logger.info("pruning %d layers to %.0f%% sparsity over %d steps, blocks of %d (%d small layers kept dense)",
-                len(chosen), 100 * target_sparsity, steps, block, kept_dense)
+    logger.info("pruning %d layers to %s sparsity over %d steps, blocks of %d (%d layers kept dense)",
+                len(chosen), ", ".join(f"{100 * f:.0f}%" for f in sorted(plans)), steps, block, kept_dense)
     if block > 1:
-        return model, [BlockMasks([layer for layer in model.layers if layer.name in chosen], plan, block)]
+        layers = [layer for layer in model.layers if layer.name in chosen]
+        return model, [BlockMasks(layers, [plans[chosen[layer.name]] for layer in layers], block)]
 
     def wrap(layer):
         if layer.name in chosen:
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=plan)
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=plans[chosen[layer.name]])
         return layer
 
     return keras.models.clone_model(model, clone_function=wrap), [tfmot.sparsity.keras.UpdatePruningStep()]

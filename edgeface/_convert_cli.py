@@ -8,7 +8,7 @@ left out comes from the training card beside the model (:mod:`edgeface._records`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from edgeface_converters import DEFAULT_TARGET, TARGETS, VARIANTS
@@ -40,6 +40,9 @@ def convert_command(
     target: str = typer.Option(DEFAULT_TARGET, help="Oldest interpreter the files must load on: "
                                                     f"{', '.join(TARGETS)}."),
     sparsity: float = typer.Option(0.5, help="Pruning target: fraction of Conv/Dense weights set to zero."),
+    layer_sparsity: Optional[List[str]] = typer.Option(None, help="PATTERN=FRACTION (repeatable): layers whose name "
+                                                               "matches the regular expression get their own pruning "
+                                                               "target, e.g. 'sface_fc=0.95' (0 keeps them dense)."),
     prune_block: Optional[int] = typer.Option(None, help="Pruned variants: weights pruned together, consecutive input "
                                                          "channels of one output channel (1: each on its own; default "
                                                          "4 with calibration pairs, else 1). Runs of zeros gzip "
@@ -92,7 +95,8 @@ def convert_command(
     try:
         manifest = convert(model, out, variants, calibration=calibration, data=data,
                            calibration_pairs=calibration_pairs, pairs_root=pairs_root, target=target,
-                           sparsity=sparsity, prune_block=prune_block, clusters=clusters, io=io,
+                           sparsity=sparsity, layer_sparsity=layer_sparsity, prune_block=prune_block,
+                           clusters=clusters, io=io,
                            finetune_steps=finetune_steps, learning_rate=learning_rate, task_weight=task_weight,
                            bias_correction=bias_correction, keep_tensor_names=keep_tensor_names,
                            progress=progress, face_detector=_face_detector(detector))

@@ -193,14 +193,17 @@ def test_manifest_records_everything(converted, tiny_model_path):
         assert entry["seconds"] > 0 and entry["ops"]
         steps = ec.VARIANTS[entry["name"]].steps
         assert [f["step"] for f in entry["finetune"]] == list(steps)
-    assert on_disk["variants"][4]["options"] == {"sparsity": SPARSITY, "prune_block": 1, "finetune_steps": 60,
+    assert on_disk["variants"][4]["options"] == {"sparsity": SPARSITY, "layer_sparsity": {}, "prune_block": 1,
+                                                 "finetune_steps": 60,
                                                  "io": "float32"}
     table = ec.format_table(manifest)
-    assert all(name in table for name in ec.VARIANTS) and "10 ok, 0 failed, 0 skipped" in table
+    assert all(name in table for name in ec.VARIANTS) and "11 ok, 0 failed, 0 skipped" in table
 
 
 @pytest.mark.skipif(not LEGACY_PYTHON.exists(), reason="no tflite-runtime 2.14 venv (set EDGEFACE_LEGACY_PYTHON)")
 def test_every_file_runs_on_tflite_runtime_2_14(converted):
+    import edgeface_converters as ec
+
     _, out, _ = converted
     script = (
         "import sys, numpy as np\n"
@@ -213,4 +216,4 @@ def test_every_file_runs_on_tflite_runtime_2_14(converted):
     files = sorted(str(p) for p in out.glob("*.tflite"))
     run = subprocess.run([str(LEGACY_PYTHON), "-c", script, *files], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.count("ok ") == len(files) == 10
+    assert run.stdout.count("ok ") == len(files) == len(ec.VARIANTS)

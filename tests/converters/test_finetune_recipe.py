@@ -133,6 +133,63 @@ def test_block_pruning_keeps_its_masks_through_finetuning_updates():
     assert zero.mean() == 0.5 and np.array_equal((runs == 0).any(axis=-1), zero)
 
 
+def _two_layer_model():
+    from edgeface._keras import keras
+
+    inputs = keras.Input((4, 4, 16))
+    x = keras.layers.Conv2D(32, 1, name="pointwise")(inputs)  # 512 weights
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(64, name="fc")(x))  # 32,768 weights
+
+
+def test_layer_sparsity_patterns_give_named_layers_their_own_target():
+    from edgeface_converters._pruning import sparsity_plan
+
+    model = _two_layer_model()
+    assert sparsity_plan(model, 0.5) == {"fc": 0.5}  # the pointwise conv is 1.5 %: kept dense
+    assert sparsity_plan(model, 0.5, {"^fc$": 0.9}) == {"fc": 0.9}
+    # naming a small layer prunes it all the same; the first matching pattern wins
+    assert sparsity_plan(model, 0.5, ["point=0.3", "t=0.7"]) == {"fc": 0.5, "pointwise": 0.3}
+    assert sparsity_plan(model, 0.5, "fc=0.9,pointwise=0.25") == {"fc": 0.9, "pointwise": 0.25}
+    assert sparsity_plan(model, 0.5, {"fc": 0.0}) == {}  # 0 keeps it dense
+
+
+@pytest.mark.parametrize("spec, message", [
+    (["fcc=0.9"], "match no Conv2D/Dense layer of the model; its prunable layers are: pointwise, fc"),
+    (["fc"], "is not PATTERN=FRACTION"),
+    (["fc=1.0"], "must be a fraction in [0, 1)"),
+    (["fc=most"], "got 'most'"),
+    (["fc[=0.5"], "is not a regular expression"),
+])
+def test_layer_sparsity_mistakes_say_what_was_received(spec, message):
+    from edgeface_converters._pruning import sparsity_plan
+
+    with pytest.raises(ValueError) as info:
+        sparsity_plan(_two_layer_model(), 0.5, spec)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_per_layer_targets_hold_after_finetuning(block):
+    import tensorflow as tf
+
+    from edgeface._keras import keras
+    from edgeface_converters._data import FineTuneData
+    from edgeface_converters._finetune import FineTuneOptions, finetune
+    from edgeface_converters._pruning import apply_pruning, strip_pruning
+
+    model = _two_layer_model()
+    teacher = keras.Model(model.input, tf.math.l2_normalize(model.output, axis=1))
+    x = np.random.default_rng(0).normal(size=(64, 4, 4, 16)).astype(np.float32)
+    data = FineTuneData(tf.data.Dataset.from_tensor_slices((x, np.zeros(64, np.int32))).batch(16), num_classes=1)
+    wrapped, callbacks = apply_pruning(keras.models.clone_model(model), 0.5, 20, block=block,
+                                       layer_sparsity={"fc": 0.9, "pointwise": 0.25})
+    finetune(wrapped, data, teacher, FineTuneOptions(steps=20, learning_rate=1e-3), callbacks)
+    stripped = strip_pruning(wrapped)
+    zeros = {name: float(np.mean(stripped.get_layer(name).kernel.numpy() == 0)) for name in ("fc", "pointwise")}
+    assert abs(zeros["fc"] - 0.9) < 0.01 and abs(zeros["pointwise"] - 0.25) < 0.01, zeros
+
+
 def test_finetuned_variants_are_held_to_the_source_auc_with_pairs_and_to_its_embedding_without():
     from edgeface_converters import VARIANTS, VariantResult
     from edgeface_converters._convert import source_problems
