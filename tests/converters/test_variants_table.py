@@ -13,8 +13,9 @@ from edgeface_converters._variants import QUANTIZATIONS, STEPS
 
 
 def test_table_names_every_required_variant():
-    assert list(ec.VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "clustered-int8", "qat-int8",
-                                 "pruned-clustered-int8", "pruned-qat-int8", "clustered-qat-int8"]
+    assert list(ec.VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "pruned-dynamic",
+                                 "clustered-int8", "qat-int8", "pruned-clustered-int8", "pruned-qat-int8",
+                                 "clustered-qat-int8"]
     for name, variant in ec.VARIANTS.items():
         assert variant.name == name
         assert variant.file_name == f"{name}.tflite"
@@ -23,6 +24,7 @@ def test_table_names_every_required_variant():
         assert variant.needs_data == bool(variant.steps)
         assert variant.to_dict()["file"] == variant.file_name
     assert ec.VARIANTS["pruned-clustered-int8"].steps == ("prune", "cluster")
+    assert ec.VARIANTS["pruned-dynamic"].steps == ("prune",) and ec.VARIANTS["pruned-dynamic"].quantization == "dynamic"
     from edgeface_converters._convert import _STEP_PAIRS
 
     assert set(_STEP_PAIRS) == set(STEPS)  # every step has its apply/strip pair
