@@ -181,6 +181,7 @@ def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOpti
         callback.set_model(model)
         callback.on_train_begin()
     history = []
+    every = max(1, options.steps // 10)
     for step, (x, y) in enumerate(_batches(data, options.steps)):
         for callback in callbacks:
             callback.on_train_batch_begin(step)
@@ -188,6 +189,10 @@ def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOpti
         history.append((float(task), float(distill)))
         if step == 0:
             logger.debug("first step (traced) done at %.2f s", time.perf_counter() - start)
+        elif (step + 1) % every == 0:  # a big model fine-tunes for many minutes: say how far it is
+            logger.info("fine-tuning: step %d of %d, distillation loss %.4f (mean of the last %d), %.2f s per step",
+                        step + 1, options.steps, float(np.mean([h[1] for h in history[-every:]])), every,
+                        (time.perf_counter() - start) / (step + 1))
         for callback in callbacks:
             callback.on_train_batch_end(step)
     for callback in callbacks:
