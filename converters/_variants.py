@@ -14,7 +14,9 @@ prune-/cluster-preserving quantization scheme.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
+
+from edgeface_runtime.registry import Registry
 
 STEPS = ("prune", "cluster", "qat")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -66,7 +68,8 @@ def _v(name: str, technique: str, steps: tuple[str, ...], quantization: str, opt
     return Variant(name, technique, steps, quantization, options, f"{name}.tflite")
 
 
-VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
+# Table order is the order of conversion, of manifests and of report rows.
+VARIANTS: Registry[Variant] = Registry("variant", (
     _v("float32", "no quantization (reference)", (), "float32", ()),
     _v("float16", "float16 weights, float32 compute", (), "float16", ()),
     _v("dynamic", "dynamic-range: int8 weights, float activations", (), "dynamic", ("target",)),
@@ -87,7 +90,7 @@ VARIANTS: Mapping[str, Variant] = {v.name: v for v in (
        ("sparsity", "layer_sparsity", "prune_block", "finetune_steps", "io")),
     _v("clustered-qat-int8", "clustering, then cluster-preserving QAT, then full int8", ("cluster", "qat"), "int8",
        ("clusters", "finetune_steps", "io")),
-)}
+))
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,10 @@ class Target:
     description: str
 
 
-TARGETS: Mapping[str, Target] = {t.name: t for t in (
+TARGETS: Registry[Target] = Registry("target", (
     Target("tflite-runtime-2.14", False, "oldest supported interpreter (32-bit Pi OS, Python 3.9); the default"),
     Target("ai-edge-litert-2.3", True, "current LiteRT only (64-bit boards, Python >= 3.10)"),
-)}
+))
 DEFAULT_TARGET = "tflite-runtime-2.14"
 
 
@@ -118,7 +121,10 @@ def parse_variants(spec: str | Iterable[str] | None) -> list[Variant]:
         return list(VARIANTS.values())
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
-        raise ValueError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose from "
+        close = {n: VARIANTS.closest(n, 1)[0] for n in unknown if VARIANTS.closest(n, 1)}
+        guesses = [repr(c) if len(unknown) == 1 else f"{c!r} for {n!r}" for n, c in close.items()]
+        guess = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+        raise ValueError(f"unknown variant(s) {', '.join(map(repr, unknown)) or '(none given)'}{guess}; choose from "
                          f"{', '.join(VARIANTS)} or 'all'")
     wanted = set(names)
     return [v for v in VARIANTS.values() if v.name in wanted]
@@ -135,6 +141,5 @@ def variants_markdown() -> str:
 
 
 def get_target(name: str) -> Target:
-    if name not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    """The target ``name``; an unknown one is a ValueError naming the closest and every choice."""
     return TARGETS[name]

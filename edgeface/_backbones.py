@@ -12,7 +12,6 @@ Nothing here imports TensorFlow until a backbone is built.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import os
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Backbone:
         return record
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+_REGISTRY: Registry[BackboneSpec] = Registry("backbone", populate=lambda: _register_builtins())  # defined below
 _SIGNATURES: dict[str, list[list[tuple[int, ...]]]] = {}  # name → per-layer weight shapes (diagnosis cache)
 
 
@@ -128,52 +128,30 @@ def register_backbone(
     overwrite: bool = False,
 ) -> BackboneSpec:
     """Add a backbone to the registry (see :class:`BackboneSpec` for the builder's contract)."""
-    _register_builtins()
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", name):
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", name):
         raise ValueError(f"backbone names are lower-case letters, digits, '_' and '-', got {name!r}")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
+    if output not in ("features", "embedding"):
+        raise ValueError(f"output must be 'features' or 'embedding', got {output!r}")
     spec = BackboneSpec(
         name=name, builder=builder, default_input_size=tuple(default_input_size), preprocess=preprocess,
         weights_sources=tuple(weights_sources), family=family or name, min_input_size=min_input_size,
         block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description, output=output,
         find_weights=find_weights,
     )
-    if output not in ("features", "embedding"):
-        raise ValueError(f"output must be 'features' or 'embedding', got {output!r}")
     if output == "embedding" and (find_weights is None or not any(s.kind == "face" for s in spec.weights_sources)):
         raise ValueError("a face source (output='embedding') needs find_weights and a WeightsSource of kind 'face'")
-    _REGISTRY[name] = spec
+    _REGISTRY.register(spec, overwrite=overwrite)
     _SIGNATURES.pop(name, None)
     return spec
 
 
 def list_backbones() -> list[str]:
-    _register_builtins()
     return sorted(_REGISTRY)
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    _register_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        pass
-    close = closest_names(str(name), _REGISTRY)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    raise ValueError(f"unknown backbone {name!r}; {hint}available: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def closest_names(query: str, names: Sequence[str], n: int = 3) -> list[str]:
-    """Registered names most like ``query`` ("MobileNet-V2-0.5" → "mobilenet_v2_050" first)."""
-    wanted = query.lower().replace(".", "").replace("-", "_")
-    scored = []
-    for name in names:
-        score = difflib.SequenceMatcher(None, wanted, name).ratio()
-        if name.startswith(wanted) or wanted.startswith(name):
-            score += 0.2  # a truncated or extended name ("mobilenet_v2_05") means that entry
-        scored.append((score, name))
-    return [name for score, name in sorted(scored, key=lambda s: (-s[0], s[1]))[:n] if score >= 0.5]
+    """The entry for ``name``; an unknown name is a ValueError naming the closest ones and every choice."""
+    return _REGISTRY[name]
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -285,7 +263,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _known_sha256() -> dict[str, str]:
-    _register_builtins()
     return {s.sha256: spec.name for spec in _REGISTRY.values() for s in spec.weights_sources if s.sha256}
 
 
@@ -438,14 +415,11 @@ def _tiny(input_tensor, weights):
 
 
 _KERAS_APPS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-_builtins_done = False
 
 
 def _register_builtins() -> None:
-    global _builtins_done
-    if _builtins_done:
-        return
-    _builtins_done = True
+    """The built-in entries, registered on the registry's first use (the face sources' modules
+    are imported only then)."""
     for alpha, tag in ((0.25, "025"), (0.5, "050"), (0.75, "075"), (1.0, "100")):
         filename = {0.25: "mobilenet_2_5_224_tf_no_top.h5", 0.5: "mobilenet_5_0_224_tf_no_top.h5",
                     0.75: "mobilenet_7_5_224_tf_no_top.h5", 1.0: "mobilenet_1_0_224_tf_no_top.h5"}[alpha]

@@ -464,10 +464,8 @@ def fetch_detector(variant: str = "short", *, mirrors: Mirrors = None,
     from edgeface_runtime._detector import DETECTORS
     from edgeface_runtime._download import default_detector_path
 
-    if variant not in DETECTORS:
-        raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
-    return default_detector_path(variant, mirrors=mirrors,
-                                 progress=_bytes_progress(progress, DETECTORS[variant].filename))
+    spec = DETECTORS[variant]  # an unknown name: a ValueError naming the closest and the choices
+    return default_detector_path(variant, mirrors=mirrors, progress=_bytes_progress(progress, spec.filename))
 
 
 def resolve_detector(detector: Union[str, os.PathLike, None], *, download: bool = True, mirrors: Mirrors = None,

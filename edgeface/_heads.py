@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from edgeface_runtime.registry import unknown_name
+
 from ._choices import EMBEDDING_STYLES, HEADS
 from ._keras import keras, tf
 from .layers import L2Normalize
@@ -158,7 +160,7 @@ def embedding_head(features, embedding_size: int = 128, dropout: float = 0.2, *,
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     if style not in EMBEDDING_STYLES:
-        raise ValueError(f"unknown embedding head style {style!r}; choose one of {', '.join(EMBEDDING_STYLES)}")
+        raise unknown_name("embedding head style", style, EMBEDDING_STYLES)
     if len(features.shape) == 2 and style != "adapter":
         raise ValueError(f"features of shape {tuple(features.shape)} are already an embedding (a face source): "
                          "use embedding_style='adapter'")
@@ -196,7 +198,7 @@ def classification_head(name: str, num_classes: int, *, scale: float | None = No
     if name == "softmax":
         return SoftmaxHead(num_classes, name="softmax_head")
     if name not in HEADS:
-        raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+        raise unknown_name("head", name, HEADS)
     scale = DEFAULT_SCALES[name] if scale is None else scale
     margin = DEFAULT_MARGINS[name] if margin is None else margin
     cls = ArcFaceHead if name == "arcface" else CosFaceHead

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
+from edgeface_runtime.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -720,24 +721,38 @@ def _progress_of(result: str, size: int, proc) -> int:
 
 # --------------------------------------------------------------------------- registry
 
-TEACHERS: dict[str, Callable[..., Teacher]] = {
-    "keras": KerasTeacher,
-    "tflite": TFLiteTeacher,
-    "npz": NpzTeacher,
-    "dlib": DlibTeacher,
-    "sface": SFaceTeacher,
-    "dlib_resnet": DlibResNetTeacher,
-}
-_SUFFIXES = {".keras": "keras", ".tflite": "tflite", ".npz": "npz"}
-_PATHLESS = {"dlib", "sface", "dlib_resnet"}
+@dataclass(frozen=True)
+class TeacherKind:
+    """A kind of teacher a spec can name. ``factory(path, **options)`` builds one, or
+    ``factory(**options)`` when ``pathless`` (its model files come with its package); a path
+    ending in ``suffix`` names this kind without ``KIND:``."""
+
+    name: str
+    factory: Callable[..., Teacher]
+    pathless: bool = False
+    suffix: str = ""
+
+
+TEACHERS: Registry[TeacherKind] = Registry("teacher kind", [
+    TeacherKind("keras", KerasTeacher, suffix=".keras"),
+    TeacherKind("tflite", TFLiteTeacher, suffix=".tflite"),
+    TeacherKind("npz", NpzTeacher, suffix=".npz"),
+    TeacherKind("dlib", DlibTeacher, pathless=True),
+    TeacherKind("sface", SFaceTeacher, pathless=True),
+    TeacherKind("dlib_resnet", DlibResNetTeacher, pathless=True),
+])
 ENSEMBLE_SEPARATOR = "+"
 
 
-def register_teacher(kind: str, factory: Callable[..., Teacher]) -> None:
-    """Add a teacher kind: ``factory(path, **options)`` (or ``factory(**options)`` for path-less kinds)."""
+def register_teacher(kind: str, factory: Callable[..., Teacher], *, pathless: bool = False, suffix: str = "",
+                     overwrite: bool = False) -> None:
+    """Add a teacher kind: ``factory(path, **options)`` (or ``factory(**options)`` when ``pathless``);
+    ``suffix`` (e.g. ``".onnx"``) lets a bare path of that kind name it. ``overwrite`` replaces a kind."""
     if not kind or ":" in kind or ENSEMBLE_SEPARATOR in kind or "." in kind:
         raise ValueError(f"a teacher kind is a non-empty name without ':', '+' or '.', got {kind!r}")
-    TEACHERS[kind] = factory
+    if suffix and not (suffix.startswith(".") and len(suffix) > 1):
+        raise ValueError(f"suffix is a file suffix such as '.onnx', got {suffix!r}")
+    TEACHERS.register(TeacherKind(kind, factory, pathless, suffix.lower()), overwrite=overwrite)
 
 
 def parse_teacher_spec(spec: str) -> tuple[str, str | None]:
@@ -745,7 +760,7 @@ def parse_teacher_spec(spec: str) -> tuple[str, str | None]:
     kind → ``(kind, path)``; ``"A+B"`` → ``("ensemble", "A+B")`` once every member parses
     (:func:`parse_ensemble_spec`)."""
     text = str(spec).strip()
-    if text in TEACHERS and (text in _PATHLESS or not Path(text).exists()):
+    if text in TEACHERS and (TEACHERS[text].pathless or not Path(text).exists()):
         return text, None
     if ENSEMBLE_SEPARATOR in text and not Path(text).exists():  # an existing file named "a+b.keras" is one teacher
         parse_ensemble_spec(text)
@@ -754,10 +769,16 @@ def parse_teacher_spec(spec: str) -> tuple[str, str | None]:
     if sep and kind in TEACHERS and len(kind) > 1:  # len > 1: not a Windows drive letter
         return kind, rest or None
     suffix = Path(text).suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix], text
-    raise ValueError(f"cannot tell which teacher {spec!r} is: give {', '.join(repr(k) for k in sorted(_PATHLESS))}, "
-                     f"a .keras, .tflite or .npz file, KIND:PATH with KIND one of {', '.join(sorted(TEACHERS))}, "
+    by_suffix = {k.suffix: k.name for k in TEACHERS.values() if k.suffix}
+    if suffix in by_suffix:
+        return by_suffix[suffix], text
+    pathless = sorted(k.name for k in TEACHERS.values() if k.pathless)
+    suffixes = sorted(by_suffix)
+    files = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else "".join(suffixes)
+    close = TEACHERS.closest(text.partition(":")[0], 1)
+    guess = f" (did you mean {close[0]!r}?)" if close and not Path(text).suffix else ""
+    raise ValueError(f"cannot tell which teacher {spec!r} is{guess}: give {', '.join(repr(k) for k in pathless)}, "
+                     f"a {files} file, KIND:PATH with KIND one of {', '.join(sorted(TEACHERS))}, "
                      "or teachers joined by '+' (an ensemble, e.g. 'sface+dlib_resnet')")
 
 
@@ -804,14 +825,15 @@ def load_teacher(spec: str | Teacher, **options: Any) -> Teacher:
     kind, path = parse_teacher_spec(spec)
     if kind == "ensemble":
         return _load_ensemble(str(path), options)
-    factory = TEACHERS[kind]
+    entry = TEACHERS[kind]
+    factory = entry.factory
     accepted = _accepted_options(kind)
     if accepted is not None:
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise ValueError(f"teacher {kind!r} does not take option(s) {unknown}; "
                              f"it takes {sorted(accepted) or 'none'}")
-    if kind in _PATHLESS:
+    if entry.pathless:
         if path:
             raise ValueError(f"the {kind} teacher takes no path (got {path!r}); its model files come with its package")
         return factory(**options)
@@ -858,7 +880,7 @@ def _accepted_options(kind: str) -> set[str] | None:
     import inspect
 
     try:
-        params = inspect.signature(TEACHERS[kind]).parameters.values()
+        params = inspect.signature(TEACHERS[kind].factory).parameters.values()
     except (TypeError, ValueError):
         return None
     if any(p.kind == p.VAR_KEYWORD for p in params):

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Door access with edgeface-runtime: open a door for an enrolled person seen in N of the last M frames.
 
-    python door_access.py --config door.toml enroll   # people/<name>/*.jpg -> gallery
-    python door_access.py --config door.toml run      # frames -> decisions -> door action + access log
+    python door_access.py --config door.toml enroll      # people/<name>/*.jpg -> gallery
+    python door_access.py --config door.toml calibrate   # this door's own threshold, from the gallery
+    python door_access.py --config door.toml run         # frames -> decisions -> door action + access log
 
 Needs only ``edgeface_runtime`` and the standard library; OpenCV (``cv2``) only for camera and
-video sources. The parts are separate so that each can be tested and reused on its own:
+video sources. The runtime does the face work: frames (``open_frames``), detection, alignment,
+embedding and matching (``FaceVerifier.process_frame``), the threshold and where it came from
+(``threshold_choice``), enrolment from folders (``enroll_folders``), site calibration. What is
+left here is the door's own policy, each part testable and replaceable on its own:
 
-* :class:`DoorController` - the decision logic, pure (no I/O, no clock): per-frame identities in,
+* :class:`DoorController` - the decision, pure (no I/O, no clock): per-frame identities in,
   ``open`` / ``deny`` / nothing out;
-* :func:`open_source` - frames from a camera, a video file or a folder of images;
+* :func:`load_config` - the door's TOML file, every problem reported at once;
 * :class:`AccessLog` - one JSON line per decision;
-* door actions - any callable taking a :class:`Decision` (log, run a command, a GPIO relay);
-* :func:`run_door` and :func:`enroll_people` - the two loops; :func:`main` - the command line.
+* door actions - any callable taking a :class:`Decision` (log, run a command, a GPIO relay), and
+  the presentation-attack hook that can veto an open (:func:`check_presentation`);
+* :func:`run_door`, :func:`enroll_people`, :func:`calibrate_door` and :func:`main`.
 
 Written for Python >= 3.9 (32-bit Raspberry Pi OS ships 3.9; there, ``pip install tomli``).
 """
@@ -21,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import importlib
 import json
 import logging
@@ -38,21 +42,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from edgeface_runtime import (DETECTORS, EdgefaceError, FaceVerifier, Frame, GalleryModelMismatchError,
+                              ImageDecodeError, InterpreterNotFoundError, ModelError, UnsupportedOpError,
+                              VerifierOptions, open_frames)
+from edgeface_runtime import FrameSourceError as SourceError  # noqa: F401  (what open_frames raises)
+from edgeface_runtime.commandline import exit_code
+from edgeface_runtime.registry import closest
+
 logger = logging.getLogger("door_access")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".webp", ".tif", ".tiff", ".gif")
 OPEN, DENY = "open", "deny"
-# Exit codes of main(): 2 means "fix the configuration"; restarting cannot help, so the systemd
-# unit lists it in RestartPreventExitStatus. 1 is a failure a restart may cure (camera unplugged).
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+# Exit codes of main(): 2 (the runtime's "usage") means "fix the configuration"; restarting cannot
+# help, so the systemd unit lists it in RestartPreventExitStatus. 1 is a failure a restart may cure
+# (camera unplugged). The door keeps to these three so that a service manager can tell them apart.
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = exit_code("ok"), 1, exit_code("usage")
 
 
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid (exit code 2)."""
-
-
-class SourceError(RuntimeError):
-    """A frame source cannot be opened or stopped delivering frames (exit code 1)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,7 +179,6 @@ _SCHEMA: dict = {
     "liveness": {"callable": (str, None)},
 }
 _ACTION_TYPES = ("log", "command", "python")
-_DETECTOR_VARIANTS = ("short", "full")
 
 
 @dataclass(frozen=True)
@@ -269,8 +275,8 @@ def parse_config(data: dict, *, base_dir: os.PathLike | str = ".", origin: str =
         problems.append(f"[model] far is a false-accept rate in (0, 1), e.g. 1e-3, got {far}")
     if get("model", "num_threads") is not None and get("model", "num_threads") < 1:
         problems.append(f"[model] num_threads must be >= 1, got {get('model', 'num_threads')}")
-    if get("detector", "variant") not in _DETECTOR_VARIANTS:
-        problems.append(f"[detector] variant must be one of {', '.join(_DETECTOR_VARIANTS)}, "
+    if get("detector", "variant") not in DETECTORS:
+        problems.append(f"[detector] variant must be one of {', '.join(DETECTORS)}, "
                         f"got {get('detector', 'variant')!r}")
     min_score = get("detector", "min_score")
     if min_score is not None and not 0.0 < min_score < 1.0:
@@ -372,7 +378,7 @@ def _type_name(kind: type) -> str:
 
 
 def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    close = closest(word, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -382,88 +388,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-# --------------------------------------------------------------------------------------------
-# Frame sources
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One frame: a path (folder source) or an H×W×3 uint8 array, and a label for the log."""
-
-    image: Any
-    label: str
-    color_order: str = "BGR"  # of numpy frames (OpenCV delivers BGR); files carry their own
-
-
-def open_source(spec: str) -> Iterator[Frame]:
-    """Frames from ``camera:N`` / ``camera:/dev/videoN`` (OpenCV), a folder of images (sorted by
-    name), or a video file (OpenCV). A generator: close it to release the camera."""
-    if spec.startswith("camera:"):
-        target = spec[len("camera:"):]
-        return _opencv_frames(int(target) if target.isdigit() else target, camera=True)
-    path = Path(spec)
-    if path.is_dir():
-        return folder_frames(path)
-    if path.is_file():
-        return _opencv_frames(str(path), camera=False)
-    raise SourceError(f"frame source {spec} does not exist; give 'camera:0', a folder of images or a video file")
-
-
-def image_files(folder: Path) -> list:
-    """The image files directly in ``folder``, sorted by name (hidden files skipped)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-
-
-def folder_frames(folder: Path) -> Iterator[Frame]:
-    files = image_files(folder)
-    if not files:
-        logger.warning("no images (%s) in %s", ", ".join(IMAGE_SUFFIXES), folder)
-    for path in files:
-        yield Frame(str(path), path.name, color_order="RGB")
-
-
-def _import_cv2() -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise SourceError("camera and video sources need OpenCV, which is not installed: "
-                          "`pip install opencv-python-headless` (on Raspberry Pi OS also `sudo apt install "
-                          "python3-opencv`), or use a folder of images as [source] input") from None
-    return cv2
-
-
-def _opencv_frames(target: Any, *, camera: bool) -> Iterator[Frame]:
-    cv2 = _import_cv2()
-    capture = cv2.VideoCapture(target)
-    try:
-        if not capture.isOpened():
-            hint = ("is it connected, and is this user in the 'video' group?" if camera
-                    else "is it a video format this OpenCV build can decode?")
-            raise SourceError(f"cannot open {'camera' if camera else 'video file'} {target}: {hint}")
-        if camera:
-            # Keep at most one frame queued: when inference is slower than the camera, a deeper
-            # buffer hands out frames from seconds ago.
-            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        index, failures = 0, 0
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                if not camera:
-                    return  # end of the video
-                failures += 1
-                if failures >= 25:  # about a second of a 25 fps camera: it is gone, let systemd restart us
-                    raise SourceError(f"camera {target} stopped delivering frames (unplugged?)")
-                time.sleep(0.04)
-                continue
-            failures = 0
-            yield Frame(image, f"{'camera' if camera else Path(str(target)).name}#{index}", color_order="BGR")
-            index += 1
-    finally:
-        capture.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,9 +535,7 @@ class RunSummary:
     stopped_by_signal: bool = False
 
 
-def verifier_options(config: DoorConfig, **overrides: Any) -> Any:
-    from edgeface_runtime import VerifierOptions
-
+def verifier_options(config: DoorConfig, **overrides: Any) -> VerifierOptions:
     options = dict(model_path=config.model_path, detector_path=config.detector_path,
                    detector_variant=config.detector_variant, detect=config.detect,
                    gallery_path=config.gallery_path, threshold=config.threshold, far=config.far,
@@ -635,8 +557,6 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
     iterable of :class:`Frame`, e.g. from picamera2); ``liveness_check`` the configured
     presentation-attack check (:data:`LivenessCheck`, consulted before every open).
     """
-    from edgeface_runtime import FaceVerifier, ImageDecodeError
-
     _require_file(config.model_path, "[model] path")
     if not config.gallery_path.is_file():
         raise ConfigError(f"gallery {config.gallery_path} ([gallery] path) does not exist; enroll people first: "
@@ -665,7 +585,7 @@ def run_door(config: DoorConfig, *, action: Optional[DoorAction] = None, frames:
             logger.warning("gallery %s has nobody enrolled: every face is unknown until someone is enrolled "
                            "(the running door picks up enrolments without a restart)", config.gallery_path)
         access_log = stack.enter_context(AccessLog(config.log_path, fingerprint))
-        source = frames if frames is not None else open_source(config.source)
+        source = frames if frames is not None else open_frames(config.source)
         if hasattr(source, "close"):
             stack.callback(source.close)  # releases the camera when the loop stops early
         if choice.source == "model":
@@ -748,59 +668,25 @@ def _stop_on_signals(stop: threading.Event, summary: RunSummary) -> Iterator[Non
             signal.signal(signum, handler)
 
 
-@dataclass
-class EnrollReport:
-    name: str
-    photos: int
-    enrolled: int
-    skipped: list = field(default_factory=list)  # (file name, reason)
-
-
 def enroll_people(config: DoorConfig, people_dir: Optional[os.PathLike | str] = None) -> list:
     """Enroll every ``<people_dir>/<name>/`` folder into the gallery, replacing that person's
-    templates. Photos without a face or unreadable ones are skipped and reported; a person with no
-    usable photo is not enrolled (their previous templates, if any, stay)."""
-    from edgeface_runtime import FaceVerifier, ImageDecodeError, NoFaceError
-
+    templates (``FaceVerifier.enroll_folders``: photos without a face or unreadable ones are
+    skipped and reported; a person with no usable photo keeps any previous templates)."""
     folder = Path(people_dir) if people_dir is not None else config.people_dir
     if folder is None:
         raise ConfigError("no people folder: set [gallery] people in the configuration or pass --people DIR")
-    if not folder.is_dir():
+    if not folder.is_dir():  # checked before the gallery file is created
         raise ConfigError(f"people folder {folder} does not exist; expected {folder}/<name>/*.jpg")
-    person_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not person_dirs:
-        raise ConfigError(f"no person folders in {folder}; expected one folder per person: {folder}/<name>/*.jpg")
     _require_file(config.model_path, "[model] path")
     config.gallery_path.parent.mkdir(parents=True, exist_ok=True)
-
-    reports = []
     with FaceVerifier(verifier_options(config)) as verifier:
-        for person_dir in person_dirs:
-            photos = image_files(person_dir)
-            report = EnrollReport(person_dir.name, len(photos), 0)
-            embeddings, sources = [], []
-            for photo in photos:
-                try:
-                    embeddings.append(verifier.embed(str(photo)))
-                    sources.append(str(photo))
-                except NoFaceError:
-                    report.skipped.append((photo.name, "no face found"))
-                except ImageDecodeError as exc:
-                    report.skipped.append((photo.name, f"unreadable: {exc}"))
-            if embeddings:
-                # Through the gallery directly, so each template records the photo it came from.
-                verifier.gallery.enroll(person_dir.name, embeddings, sources=sources, replace=True)
-                report.enrolled = len(embeddings)
-            reports.append(report)
-    return reports
+        return verifier.enroll_folders(folder)
 
 
 def calibrate_door(config: DoorConfig) -> Any:
     """Set the door's site threshold from its own gallery (the different-person pairs of the
     enrolled people) at the configured FAR (default 1e-3) and store it in the gallery; the
     running door and later runs use it. Returns the ``SiteCalibration``."""
-    from edgeface_runtime import FaceVerifier
-
     _require_file(config.model_path, "[model] path")
     if not config.gallery_path.is_file():
         raise ConfigError(f"gallery {config.gallery_path} ([gallery] path) does not exist; enroll people first: "
@@ -834,9 +720,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from edgeface_runtime import (EdgefaceError, GalleryModelMismatchError, InterpreterNotFoundError, ModelError,
-                                  UnsupportedOpError)
-
     permanent = (ConfigError, ModelError, GalleryModelMismatchError, InterpreterNotFoundError, UnsupportedOpError)
     try:
         config = load_config(args.config)
@@ -848,12 +731,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except permanent as exc:
         print(f"door_access: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (EdgefaceError, SourceError, OSError) as exc:
+    except (EdgefaceError, OSError) as exc:  # a locked gallery, a camera unplugged: a restart may cure it
         print(f"door_access: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except ValueError as exc:  # any other bad input (an empty people folder, say): fix it, then restart
+        print(f"door_access: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:  # a second Ctrl-C during a frame
         print("door_access: interrupted", file=sys.stderr)
-        return 130
+        return exit_code("interrupted")
     print(f"door_access: {summary.frames} frames, {summary.opens} open, {summary.denies} deny")
     return EXIT_OK
 

@@ -19,13 +19,14 @@ from ._version import __version__
 _EXPORTS = {
     # pipeline
     "FaceVerifier": "_pipeline", "VerifierOptions": "_pipeline", "FrameResult": "_pipeline", "FaceResult": "_pipeline",
-    "ThresholdChoice": "_pipeline", "SiteCalibration": "_calibration", "cross_person_scores": "_calibration",
+    "ThresholdChoice": "_pipeline", "EnrollReport": "_pipeline", "SiteCalibration": "_calibration",
+    "cross_person_scores": "_calibration",
     "Embedder": "_embedder",
     # detection and alignment
     "FaceDetector": "_detector", "Face": "_detector", "DETECTORS": "_detector", "download_detector": "_detector",
     "align_face": "_align", "center_crop": "_align", "estimate_similarity": "_align", "template_points": "_align",
-    # images
-    "load_image": "_images",
+    # images and frame sources
+    "load_image": "_images", "image_files": "_images", "Frame": "_frames", "open_frames": "_frames",
     # matching and gallery
     "Gallery": "_gallery", "VerifyResult": "_matching", "IdentifyResult": "_matching", "Match": "_matching",
     "cosine_similarity": "_matching",
@@ -39,7 +40,7 @@ _EXPORTS = {
     "NoFaceError": "_errors", "ModelError": "_errors", "MetadataError": "_errors",
     "UnsupportedOpError": "_errors", "InterpreterError": "_errors", "InterpreterNotFoundError": "_errors",
     "GalleryError": "_errors", "GalleryModelMismatchError": "_errors", "UnknownPersonError": "_errors",
-    "DownloadError": "_errors",
+    "DownloadError": "_errors", "FrameSourceError": "_errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -13,9 +13,12 @@ sides. That reproduces the usual 112×96 template (the 112×112 one shifted 8 px
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from .registry import Registry
 
 ARCFACE_TEMPLATE_SIZE = (112, 112)
 
@@ -29,13 +32,44 @@ _ARCFACE_5 = np.array([
     [70.7299, 92.2041],  # mouth corner, image right
 ])
 
-# BlazeFace gives a mouth centre, not corners: use the corners' mean. Rows match the first four
-# BlazeFace keypoints (right eye, left eye, nose tip, mouth centre).
-TEMPLATES: dict[str, np.ndarray] = {
-    "arcface": np.vstack([_ARCFACE_5[:3], _ARCFACE_5[3:].mean(axis=0, keepdims=True)]),
-    # The same points fit with equal weights (below): the least-squares similarity insightface's
-    # own alignment uses, which is what models trained on ArcFace-aligned data (SFace) saw.
-    "arcface4": np.vstack([_ARCFACE_5[:3], _ARCFACE_5[3:].mean(axis=0, keepdims=True)]),
+ALIGNMENT_KEYPOINTS = (0, 1, 2, 3)  # BlazeFace indices used for alignment, in template row order
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing numpy fields would raise
+class AlignmentTemplate:
+    """Where the four alignment keypoints (right eye, left eye, nose tip, mouth centre: BlazeFace's
+    first four, in image-left to image-right order) go in a 112×112 crop, and how much each
+    point's fit counts (see :func:`estimate_similarity`)."""
+
+    name: str
+    points: np.ndarray  # (4, 2) x, y in pixel-index coordinates at 112x112
+    weights: np.ndarray  # (4,) non-negative
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for array in (self.points, self.weights):
+            array.setflags(write=False)
+
+
+# BlazeFace gives a mouth centre, not corners: the ArcFace points use the corners' mean.
+_ARCFACE_4 = np.vstack([_ARCFACE_5[:3], _ARCFACE_5[3:].mean(axis=0, keepdims=True)])
+
+# Eye-anchored fit ("arcface", "dlib"): the eyes carry almost all the weight, nose and mouth only
+# steady it. Measured on 500 LFW faces (short-range BlazeFace, 112x112): equal weights put 46 % of
+# faces' eyes within 2 px of the template (median 2.1 px: yaw moves the nose against the eyes);
+# these weights put 99.2 % within 2 px (median 0.4 px), at the cost of nose/mouth residuals (median
+# 3.8 -> 5.9 px). Device and training crops both come from this code, so they agree either way.
+TEMPLATES: Registry[AlignmentTemplate] = Registry("alignment template", [
+    AlignmentTemplate("arcface", _ARCFACE_4.copy(), np.array([1.0, 1.0, 0.05, 0.05]),
+                      "the ArcFace (insightface) template, fitted on the eyes"),
+    # The same points fit with equal weights: the least-squares similarity insightface's own
+    # alignment uses, which is what models trained on ArcFace-aligned data (SFace) saw. Measured
+    # with an SFace int8 file on LFW (BlazeFace short range, 3,000 pairs per half): eye-anchored
+    # [1, 1, 0.05, 0.05] against equal weights, folds 6-10: 99.10 against 99.33 % (TAR at FAR 1e-3
+    # 98.27 against 98.60 %); folds 1-5: 99.17 against 98.97 % (TAR 97.67 against 98.00 %).
+    # Accuracy: no difference beyond noise; TAR at 1e-3, the door's measure, higher on both halves.
+    AlignmentTemplate("arcface4", _ARCFACE_4.copy(), np.array([1.0, 1.0, 1.0, 1.0]),
+                      "the ArcFace template, all four points weighted alike (insightface's fit)"),
     # dlib's face chip (dlib.get_face_chip(..., size=150, padding=0.25), the input of its
     # face-recognition ResNet) as BlazeFace sees it, scaled 150 -> 112. dlib places its chip by
     # its own 5 landmarks (eye corners, base of the nose), so this was measured, not derived:
@@ -45,36 +79,16 @@ TEMPLATES: dict[str, np.ndarray] = {
     # different faces dropped), median per point. Spread (median absolute deviation, chip px at
     # 150): eyes 1.5-1.9, nose tip 5.7 in x / 4.0 in y (yaw), mouth 1.9 / 2.7. With dlib's own
     # transform, warp_affine reproduces dlib's chip exactly (mean |difference| 0 on 50 faces).
-    "dlib": np.array([
+    # Weights chosen on those 297 faces by how far a BlazeFace fit moves a grid over the chip's
+    # central 100x100 px from where dlib's own transform puts it (median RMS, chip px at 150):
+    # 3.2 px with these weights, 3.6 with the arcface ones, 4.3 with equal weights.
+    AlignmentTemplate("dlib", np.array([
         [33.6332, 34.1230],  # eye on the image left (subject's right)
         [75.5842, 34.3133],  # eye on the image right (subject's left)
         [54.1795, 58.7431],  # nose tip
         [54.1097, 80.2899],  # mouth centre
-    ]),
-}
-for _points in TEMPLATES.values():
-    _points.setflags(write=False)
-
-ALIGNMENT_KEYPOINTS = (0, 1, 2, 3)  # BlazeFace indices used for alignment, in template row order
-
-# Eye-anchored fit: the eyes carry almost all the weight, nose and mouth only steady it. Measured
-# on 500 LFW faces (short-range BlazeFace, 112x112): equal weights put 46 % of faces' eyes within
-# 2 px of the template (median 2.1 px: yaw moves the nose against the eyes); these weights put
-# 99.2 % within 2 px (median 0.4 px), at the cost of nose/mouth residuals (median 3.8 -> 5.9 px).
-# Device and training crops both come from this code, so they agree either way.
-TEMPLATE_WEIGHTS: dict[str, np.ndarray] = {
-    "arcface": np.array([1.0, 1.0, 0.05, 0.05]),
-    # Chosen on the dlib template's 297 faces by how far a BlazeFace fit moves a grid over the
-    # chip's central 100x100 px from where dlib's own transform puts it (median RMS, chip px at
-    # 150): 3.2 px with these weights, 3.6 with the arcface ones, 4.3 with equal weights.
-    "dlib": np.array([1.0, 1.0, 0.15, 0.15]),
-    # Measured with an SFace int8 file on LFW (BlazeFace short range, 3,000 pairs per half):
-    # eye-anchored [1, 1, 0.05, 0.05] against equal weights, folds 6-10: 99.10 against 99.33 %
-    # (TAR at FAR 1e-3 98.27 against 98.60 %); folds 1-5: 99.17 against 98.97 % (TAR 97.67
-    # against 98.00 %). Accuracy: no difference beyond noise; TAR at 1e-3, the door's measure,
-    # higher on both halves; and it is the fit insightface's own alignment uses.
-    "arcface4": np.array([1.0, 1.0, 1.0, 1.0]),
-}
+    ]), np.array([1.0, 1.0, 0.15, 0.15]), "dlib's face chip, as BlazeFace's keypoints land on it"),
+], hint="(or alignment='none' for a plain centre crop)")
 
 
 def template_points(name: str = "arcface", input_size: tuple[int, int] = ARCFACE_TEMPLATE_SIZE) -> np.ndarray:
@@ -83,14 +97,12 @@ def template_points(name: str = "arcface", input_size: tuple[int, int] = ARCFACE
     Scaled uniformly by ``height / 112`` about pixel-index coordinates and centred in the width
     (see the module docstring).
     """
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown alignment template {name!r}; choose one of {sorted(TEMPLATES)} "
-                         "(or alignment='none' for a plain centre crop)")
+    template = TEMPLATES[name]  # an unknown name: a ValueError naming the closest and the choices
     height, width = _size(input_size)
     ref_h, ref_w = ARCFACE_TEMPLATE_SIZE
     scale = height / ref_h
     # Scale continuous coordinates (index + 0.5) so the crop's edges, not pixel centres, scale.
-    points = (TEMPLATES[name] + 0.5) * scale - 0.5
+    points = (template.points + 0.5) * scale - 0.5
     points[:, 0] += (width - ref_w * scale) / 2.0
     return points
 
@@ -189,8 +201,7 @@ def _template_target(template: str, input_size: tuple[int, int]) -> tuple[np.nda
     """The template's points at ``input_size`` and its normalised weights, computed once per face
     size rather than once per face."""
     dst = template_points(template, input_size)
-    weights = TEMPLATE_WEIGHTS.get(template, np.ones(len(dst)))
-    weights = weights / weights.sum()
+    weights = TEMPLATES[template].weights / TEMPLATES[template].weights.sum()
     dst.setflags(write=False)
     weights.setflags(write=False)
     return dst, weights

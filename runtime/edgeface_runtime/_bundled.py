@@ -8,32 +8,44 @@ sha256 the first time it is asked for, so a damaged install is an error, not wro
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from ._errors import ModelError
+from .registry import Registry
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
-# name → (file in MODELS_DIR, sha256). The embedding model's provenance, licence and measured
-# accuracy are in its own metadata (`edgeface inspect` shows them) and in models/NOTICE.md.
+
+
+@dataclass(frozen=True)
+class BundledFile:
+    """A file in MODELS_DIR and its pinned sha256."""
+
+    name: str
+    filename: str
+    sha256: str
+
+
+# The embedding model's provenance, licence and measured accuracy are in its own metadata
+# (`edgeface inspect` shows them) and in models/NOTICE.md.
 DEFAULT_MODEL = "edgeface_sface.tflite"
-BUNDLED: dict[str, tuple[str, str]] = {
-    "default-model": (DEFAULT_MODEL, "3f3e12a78127ea790b379a3e94b1d0bfc66547ed86cc30f9c31bc253ca3d71ea"),
-    "detector-short": ("face_detection_short_range.tflite",
-                       "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"),
-}
+BUNDLED: Registry[BundledFile] = Registry("bundled file", [
+    BundledFile("default-model", DEFAULT_MODEL, "3f3e12a78127ea790b379a3e94b1d0bfc66547ed86cc30f9c31bc253ca3d71ea"),
+    BundledFile("detector-short", "face_detection_short_range.tflite",
+                "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"),
+])
 _checked: dict[str, Path] = {}
 
 
 def bundled_path(name: str) -> Optional[Path]:
     """The verified path of bundled file ``name`` (a key of ``BUNDLED``), or None when this
     installation does not carry it (a slimmed-down package)."""
-    if name not in BUNDLED:
-        raise ValueError(f"unknown bundled file {name!r}; choose one of {sorted(BUNDLED)}")
+    entry = BUNDLED[name]  # an unknown name: a ValueError naming the closest and the choices
     if name in _checked:
         return _checked[name]
-    filename, sha256 = BUNDLED[name]
+    filename, sha256 = entry.filename, entry.sha256
     path = MODELS_DIR / filename
     if not path.is_file():
         return None

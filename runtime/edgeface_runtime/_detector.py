@@ -27,6 +27,7 @@ from PIL import Image
 
 from ._errors import InterpreterError, ModelError
 from ._interpreter import Engine
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class DetectorSpec:
 
 # Options from mediapipe/modules/face_detection/face_detection_{short,full}_range.pbtxt and the
 # shared face_detection.pbtxt they instantiate; checksums from ../shared/README.md.
-DETECTORS: dict[str, DetectorSpec] = {
-    "short": DetectorSpec(
+DETECTORS: Registry[DetectorSpec] = Registry("detector variant", [
+    DetectorSpec(
         name="short",
         filename="face_detection_short_range.tflite",
         input_size=(128, 128),
@@ -96,7 +97,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         url="https://storage.googleapis.com/mediapipe-assets/face_detection_short_range.tflite",
         description="faces within about 2 m of the camera (kiosks, doors)",
     ),
-    "full": DetectorSpec(
+    DetectorSpec(
         name="full",
         filename="face_detection_full_range.tflite",
         input_size=(192, 192),
@@ -108,7 +109,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         url="https://storage.googleapis.com/mediapipe-assets/face_detection_full_range.tflite",
         description="faces up to about 5 m from the camera",
     ),
-}
+])
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing/hashing a numpy field would raise
@@ -355,9 +356,7 @@ class FaceDetector:
                 raise ModelError(f"{description} has input size {input_size}, which matches no known BlazeFace "
                                  f"variant {({n: s.input_size for n, s in DETECTORS.items()})}; pass variant=")
             variant = matches[0]
-        if variant not in DETECTORS:
-            raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
-        spec = DETECTORS[variant]
+        spec = DETECTORS[variant]  # an unknown name: a ValueError naming the closest and the choices
         if spec.input_size != input_size:
             raise ModelError(f"{description} takes {input_size[0]}x{input_size[1]} input, but the {variant!r} "
                              f"detector takes {spec.input_size[0]}x{spec.input_size[1]}; pass the matching variant")
@@ -545,15 +544,13 @@ def resolve_detector_path(path: Union[str, PathLike, None] = None, variant: str 
     """
     if path is not None:
         return Path(path)
-    if variant not in DETECTORS:
-        raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
+    spec = DETECTORS[variant]
     from ._bundled import bundled_detector
     from ._download import default_cache_dir, find_cached
 
     bundled = bundled_detector(variant)
     if bundled is not None:
         return bundled
-    spec = DETECTORS[variant]
     cached = find_cached(spec.filename, spec.sha256)
     if cached is None:
         raise ModelError(

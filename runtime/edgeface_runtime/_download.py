@@ -399,9 +399,7 @@ def default_detector_path(variant: str = "short", *, progress: Optional[Progress
     ``mirrors`` (None: ``$EDGEFACE_MIRRORS``) are tried before the official URL."""
     from ._detector import DETECTORS  # here, not at module level: _detector imports this module lazily too
 
-    if variant not in DETECTORS:
-        raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
-    spec = DETECTORS[variant]
+    spec = DETECTORS[variant]  # an unknown name: a ValueError naming the closest and the choices
     return cached_download(spec.url, spec.sha256, filename=spec.filename, progress=progress, mirrors=mirrors,
                            max_bytes=spec.size,
                            hint="Retry, or fetch the file elsewhere and pass its path (--detector), or leave it in "

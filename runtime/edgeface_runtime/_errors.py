@@ -70,3 +70,7 @@ class UnknownPersonError(GalleryError, KeyError):
 
 class DownloadError(EdgefaceError, RuntimeError):
     """A download failed or produced a file whose checksum does not match."""
+
+
+class FrameSourceError(EdgefaceError, OSError):
+    """A frame source (camera, video file, folder) cannot be opened or stopped delivering frames."""

@@ -49,7 +49,8 @@ import logging
 import numbers
 import os
 import stat
-from typing import IO, Optional, Tuple, Union
+from pathlib import Path
+from typing import IO, List, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -59,8 +60,10 @@ from ._errors import ImageDecodeError, ImageTooLargeError
 __all__ = [
     "COLOR_ORDERS",
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "SUPPORTED_FORMATS",
     "ImageSource",
+    "image_files",
     "load_image",
     "to_pil",
 ]
@@ -74,6 +77,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 #: PGM and PBM). AVIF and HEIF count only where the installed Pillow has a plugin for them
 #: (Pillow >= 11.3 ships AVIF; pillow-heif registers HEIF).
 SUPPORTED_FORMATS = ("JPEG", "PNG", "PPM", "BMP", "WEBP", "GIF", "TIFF", "AVIF", "HEIF")
+
+#: File name suffixes of those formats that :func:`image_files` lists (AVIF/HEIF need a plugin).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".webp", ".gif", ".tif", ".tiff",
+                  ".avif", ".heic", ".heif")
 
 #: Channel orders accepted for numpy frames ("BGR" is what OpenCV and many cameras give).
 COLOR_ORDERS = ("RGB", "BGR")
@@ -97,6 +104,13 @@ _ORIENTATION_TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+
+
+def image_files(folder: "Union[str, os.PathLike[str]]") -> List[Path]:
+    """The image files directly in ``folder`` (by suffix, any case), sorted by name; hidden files
+    and subfolders are left out. A folder that does not exist is a FileNotFoundError."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def load_image(

@@ -21,16 +21,27 @@ import numpy as np
 from ._errors import InterpreterError, InterpreterNotFoundError, ModelError, UnsupportedOpError
 from ._flatbuffer import OperatorCode, operator_codes
 from .commandline import native_log_captured
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
-# (name, module holding Interpreter, distribution whose version we report)
-_BACKENDS = (
-    ("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
-    ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    ("tensorflow", "tensorflow.lite", "tensorflow"),
-)
-BACKEND_NAMES = tuple(name for name, _, _ in _BACKENDS)
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A TFLite interpreter edgeface can run on: the module holding its ``Interpreter`` and the
+    distribution whose version it reports."""
+
+    name: str
+    module: str
+    distribution: str
+
+
+# In order of preference ("auto" takes the first installed).
+BACKENDS: Registry[BackendSpec] = Registry("interpreter", [
+    BackendSpec("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    BackendSpec("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+    BackendSpec("tensorflow", "tensorflow.lite", "tensorflow"),
+])
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
 
 
@@ -52,23 +63,23 @@ _cache: dict[str, Backend] = {}
 def select_backend(name: str | None = None) -> Backend:
     """The interpreter to use: ``name``, else ``$EDGEFACE_INTERPRETER``, else the first installed."""
     wanted = name or os.environ.get("EDGEFACE_INTERPRETER") or "auto"
-    if wanted != "auto" and wanted not in BACKEND_NAMES:
-        raise ValueError(f"unknown interpreter {wanted!r}; choose one of {('auto',) + BACKEND_NAMES}")
+    if wanted != "auto" and wanted not in BACKENDS:
+        raise BACKENDS.unknown(wanted, extra=("auto",))
     if wanted in _cache:
         return _cache[wanted]
     tried = []
-    for backend_name, module_name, dist in _BACKENDS:
-        if wanted not in ("auto", backend_name):
+    for spec in BACKENDS.values():
+        if wanted not in ("auto", spec.name):
             continue
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(spec.module)
         except ImportError as exc:
-            tried.append(f"{backend_name}: {exc}")
+            tried.append(f"{spec.name}: {exc}")
             continue
-        version = _version(module_name, dist)
-        backend = Backend(backend_name, version, module.Interpreter)
+        version = _version(spec.module, spec.distribution)
+        backend = Backend(spec.name, version, module.Interpreter)
         _cache[wanted] = backend
-        logger.debug("using TFLite interpreter %s %s", backend_name, version)
+        logger.debug("using TFLite interpreter %s %s", spec.name, version)
         return backend
     raise InterpreterNotFoundError(
         "no TFLite interpreter is installed (" + "; ".join(tried) + "). Install one: "

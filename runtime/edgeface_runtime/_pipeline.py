@@ -6,13 +6,14 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from ._embedder import Embedder
-from ._errors import NoFaceError
-from ._images import DEFAULT_MAX_PIXELS, _as_image, _load_rgb
+from ._errors import ImageDecodeError, NoFaceError
+from ._images import DEFAULT_MAX_PIXELS, _as_image, _load_rgb, image_files
 from ._matching import IdentifyResult, VerifyResult, verify_embeddings
 
 if TYPE_CHECKING:
@@ -69,6 +70,17 @@ class FaceResult:
     face: Any  # a detector Face, or None when detect=False
     embedding: np.ndarray
     identity: IdentifyResult | None = None
+
+
+@dataclass
+class EnrollReport:
+    """One person's folder in :meth:`FaceVerifier.enroll_folders`: how many photos it held, how
+    many were enrolled, and each photo left out with the reason (``(file name, reason)``)."""
+
+    name: str
+    photos: int
+    enrolled: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -261,6 +273,38 @@ class FaceVerifier:
         sources = [_describe(img) for img in items]
         gallery.enroll(name, embeddings, sources=sources, replace=replace)
         return len(items)
+
+    def enroll_folders(self, people_dir: str | os.PathLike, *, replace: bool = True) -> list[EnrollReport]:
+        """Enroll each ``people_dir/<name>/`` folder of photos as person ``<name>`` (replacing their
+        templates unless ``replace=False``), one transaction per person. Photos without a face or
+        that cannot be decoded are skipped and reported, not fatal: a kiosk's enrolment folder is
+        whatever people sent. A person with no usable photo is not enrolled (previous templates,
+        if any, stay). Each template records the photo it came from."""
+        folder = Path(people_dir)
+        if not folder.is_dir():
+            raise ValueError(f"people folder {folder} does not exist; expected {folder}/<name>/*.jpg")
+        person_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not person_dirs:
+            raise ValueError(f"no person folders in {folder}; expected one folder per person: {folder}/<name>/*.jpg")
+        gallery = self._require_gallery()
+        reports = []
+        for person_dir in person_dirs:
+            photos = image_files(person_dir)
+            report = EnrollReport(person_dir.name, len(photos))
+            embeddings, sources = [], []
+            for photo in photos:
+                try:
+                    embeddings.append(self.embed(str(photo)))
+                    sources.append(str(photo))
+                except NoFaceError:
+                    report.skipped.append((photo.name, "no face found"))
+                except ImageDecodeError as exc:
+                    report.skipped.append((photo.name, f"unreadable: {exc}"))
+            if embeddings:
+                gallery.enroll(person_dir.name, np.stack(embeddings), sources=sources, replace=replace)
+                report.enrolled = len(embeddings)
+            reports.append(report)
+        return reports
 
     def _require_gallery(self) -> Gallery:
         if self.gallery is None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeface_runtime import IdentifyResult, Match, read_metadata
+from edgeface_runtime import IdentifyResult, Match, image_files, read_metadata
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOOR_SCRIPT = EXAMPLES / "door_access" / "door_access.py"
@@ -302,7 +302,7 @@ def test_folder_source_is_sorted_and_skips_other_files(tmp_path):
     for name in ("b.png", "a.jpg", "c.JPEG", "notes.txt", ".hidden.jpg"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
-    assert [frame.label for frame in door.open_source(str(tmp_path))] == ["a.jpg", "b.png", "c.JPEG"]
+    assert [frame.label for frame in door.open_frames(str(tmp_path))] == ["a.jpg", "b.png", "c.JPEG"]
 
 
 def test_camera_and_video_sources_without_opencv_say_how_to_install_it(tmp_path, monkeypatch):
@@ -311,12 +311,12 @@ def test_camera_and_video_sources_without_opencv_say_how_to_install_it(tmp_path,
     video.write_bytes(b"\x00")
     for spec in ("camera:0", str(video)):
         with pytest.raises(door.SourceError, match="need OpenCV.*pip install opencv-python-headless"):
-            next(door.open_source(spec))
+            next(door.open_frames(spec))
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(door.SourceError, match="does not exist; give 'camera:0', a folder of images or a video"):
-        door.open_source(str(tmp_path / "nope"))
+        door.open_frames(str(tmp_path / "nope"))
 
 
 def test_access_log_writes_json_lines(tmp_path):
@@ -575,7 +575,7 @@ def best_match_per_frame(config) -> str:
 
     lines = []
     with FaceVerifier(door.verifier_options(config)) as verifier:
-        for path in door.image_files(Path(config.source)):
+        for path in image_files(config.source):
             faces = verifier.process_frame(str(path)).faces
             top = faces[0].identity.matches[0] if faces and faces[0].identity.matches else None
             lines.append(f"  {path.name}: " + (f"{top.name} {top.score:.3f}{' (accepted)' if top.accepted else ''}"

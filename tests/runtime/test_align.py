@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from edgeface_runtime._align import (
-    TEMPLATE_WEIGHTS,
     TEMPLATES,
     align_face,
     alignment_matrix,
@@ -108,7 +107,7 @@ def test_warp_identity_and_bad_arguments():
 
 
 def test_template_scaling():
-    base = TEMPLATES["arcface"]
+    base = TEMPLATES["arcface"].points
     assert base.shape == (4, 2)
     np.testing.assert_allclose(base[3], [(41.5493 + 70.7299) / 2, (92.3655 + 92.2041) / 2])  # mouth centre
     np.testing.assert_allclose(template_points("arcface", (112, 112)), base)
@@ -148,7 +147,7 @@ def test_align_face_puts_keypoints_on_the_template():
 def test_alignment_matrix_is_the_weighted_fit_to_the_template(size):
     # The pipeline's cached template and weights give exactly the public least-squares fit.
     keypoints = np.random.default_rng(1).uniform(20, 200, (6, 2))
-    want = estimate_similarity(keypoints[:4] - 0.5, template_points("arcface", size), TEMPLATE_WEIGHTS["arcface"])
+    want = estimate_similarity(keypoints[:4] - 0.5, template_points("arcface", size), TEMPLATES["arcface"].weights)
     np.testing.assert_array_equal(alignment_matrix(keypoints, size), want)
 
 

@@ -17,7 +17,8 @@ def empty_cache(tmp_path, monkeypatch):
 
 
 def test_every_bundled_file_ships_with_its_pinned_checksum():
-    for name, (filename, sha256) in _bundled.BUNDLED.items():
+    for name, entry in _bundled.BUNDLED.items():
+        filename, sha256 = entry.filename, entry.sha256
         path = _bundled.MODELS_DIR / filename
         assert path.is_file(), f"{name}: {path} is missing from the package"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256, name

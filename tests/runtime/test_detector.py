@@ -355,7 +355,7 @@ def test_keypoint_order_is_subject_right_first(lfw_short_detections):
 def test_alignment_on_lfw_faces(lfw_short_detections):
     """Detected eyes after alignment lie within 2 px of the template's eyes (112x112).
 
-    With the eye-anchored weights (see _align.TEMPLATE_WEIGHTS), measured on 500 LFW faces:
+    With the eye-anchored weights (see _align.TEMPLATES), measured on 500 LFW faces:
     99.2 % within 2 px, median 0.4 px. (An equal-weight 4-point fit gave 46 %, median 2.1 px.)
     """
     target = template_points("arcface", (112, 112))[:2]

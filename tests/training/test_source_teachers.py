@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
@@ -92,8 +93,10 @@ def test_ensemble_options_go_to_the_members_that_take_them(tmp_path, monkeypatch
             return _fixed(np.eye(6, 4), PATHS, name=kind)
         return factory
 
-    monkeypatch.setitem(_teachers.TEACHERS, "sface", recording("sface"))
-    monkeypatch.setitem(_teachers.TEACHERS, "dlib_resnet", recording("dlib_resnet"))
+    teachers = _teachers.TEACHERS.copy()  # replace two kinds' factories for this test only
+    for kind in ("sface", "dlib_resnet"):
+        teachers.register(dataclasses.replace(teachers[kind], factory=recording(kind)), overwrite=True)
+    monkeypatch.setattr(_teachers, "TEACHERS", teachers)
     teacher = _teachers.load_teacher("sface+dlib_resnet", flip="average", **{"dlib_resnet.weights": "d.dat"})
     assert isinstance(teacher, _teachers.EnsembleTeacher) and [m.kind for m in teacher.members] == ["sface",
                                                                                                    "dlib_resnet"]
