@@ -27,8 +27,10 @@ _checked: dict[str, Path] = {}
 
 
 def bundled_path(name: str) -> Optional[Path]:
-    """The verified path of bundled file ``name`` (a key of ``BUNDLED``), or None when this
-    installation does not carry it (a slimmed-down package)."""
+    """The verified path of bundled file ``name`` (``"default-model"`` or ``"detector-short"``, the
+    keys of ``BUNDLED``), or None when this installation does not carry it (a slimmed-down package).
+
+    Raises :class:`ModelError` when the file is there but its sha256 is not the pinned one."""
     if name not in BUNDLED:
         raise ValueError(f"unknown bundled file {name!r}; choose one of {sorted(BUNDLED)}")
     if name in _checked:
