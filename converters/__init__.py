@@ -22,6 +22,7 @@ from typing import Any
 
 from ._data import FineTuneData
 from ._manifest import Manifest, VariantResult, format_table, read_manifest
+from ._model import kernel_sparsity
 from ._variants import DEFAULT_TARGET, TARGETS, VARIANTS, Target, Variant, parse_variants, variants_markdown
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "VariantResult",
     "convert",
     "format_table",
+    "kernel_sparsity",
     "parse_variants",
     "read_manifest",
     "variants_markdown",

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
@@ -160,8 +160,8 @@ class _Run:
         return result
 
     def check(self, variant: Variant, tflite: bytes, keras_model: Any, io: str, result: VariantResult) -> None:
-        from edgeface_runtime._interpreter import check_ops
-        from edgeface_runtime._metadata import read_metadata, write_metadata
+        from edgeface_runtime import check_ops
+        from edgeface_runtime.metadata import read_metadata, write_metadata
 
         result.ops = _validate.ops(tflite)
         result.sparsity = round(_validate.weight_sparsity(tflite), 4)
@@ -198,7 +198,7 @@ class _Run:
         (self.staging / variant.file_name).write_bytes(final)
 
     def source_pairs_auc(self) -> float:
-        from edgeface_runtime._metrics import roc_auc
+        from edgeface_runtime.metrics import roc_auc
 
         if self._source_auc is None:
             scores = _pair_scores(_validate.keras_embed(self.source, self.pairs.crops), self.pairs)
@@ -206,7 +206,7 @@ class _Run:
         return self._source_auc
 
     def thresholds(self, runner: Any, result: VariantResult) -> tuple[dict[float, float], str]:
-        from edgeface_runtime._metrics import calibrate_threshold, roc_auc
+        from edgeface_runtime.metrics import calibrate_threshold, roc_auc
 
         if self.pairs is None:
             inherited = dict(self.metadata.thresholds)
@@ -270,7 +270,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     model_path: an edgeface ``model.keras`` (tf-keras, ending in L2Normalize, metadata inside;
         ``metadata=`` supplies it for a plain Keras file). Every input left None comes from the
-        training card beside it (``use_card``; :mod:`edgeface._records`): the faces it trained on.
+        training card beside it (``use_card``; :func:`edgeface.data.training_data`): the faces it trained on.
     out_dir: default ``variants/`` beside the model.
     variants: ``"auto"`` (the post-training variants, plus pruned-int8 when fine-tuning data is at
         hand; the rest are listed as skipped, with why), ``"all"``, ``"int8,float16"`` or a list of
@@ -335,7 +335,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     source, meta = _model.load_source(model_path, metadata)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
-        from edgeface._keras import keras
+        from edgeface.keras import keras
 
         keras.utils.set_random_seed(int(seed))
     input_size = _model.input_size(source, meta)
@@ -485,7 +485,7 @@ def _log(result: VariantResult) -> None:
 
 
 def _publish(out: Path, staging: Path, results: list[VariantResult], manifest: Manifest) -> None:
-    from edgeface_runtime._metadata import atomic_write
+    from edgeface_runtime.metadata import atomic_write
 
     for result in results:
         file = out / f"{result.name}.tflite"
@@ -523,7 +523,7 @@ def _not_by_default(variant: Variant) -> str:
 
 
 def _recorded(model_path: Any) -> Any:
-    from edgeface._records import training_data
+    from edgeface.data import training_data
 
     return training_data(model_path)
 
@@ -535,8 +535,7 @@ def _detector(choice: Any, recorded: Path | None = None) -> Any:
         return None
     if choice != "auto":
         return choice
-    from edgeface_runtime._detector import FaceDetector, resolve_detector_path
-    from edgeface_runtime._errors import ModelError
+    from edgeface_runtime import FaceDetector, ModelError, resolve_detector_path
 
     try:
         return FaceDetector.from_path(recorded if recorded is not None else resolve_detector_path())

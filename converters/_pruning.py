@@ -49,7 +49,7 @@ def schedule(target_sparsity: float, steps: int):
 
 
 def _prunable(layer: Any) -> bool:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     if isinstance(layer, keras.layers.DepthwiseConv2D):  # a Conv subclass, but tfmot leaves it alone
         return False
@@ -136,7 +136,7 @@ def apply_pruning(model: Any, target_sparsity: float, steps: int,
     ``block > 1``: the model itself is returned, its pruning done by a :class:`BlockMasks` callback.
     """
     import tensorflow_model_optimization as tfmot
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     block = check_block(block)
     plan = schedule(target_sparsity, steps)

@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from ._modelio import atomic_write_text
 
@@ -143,7 +143,7 @@ class _Source:
 
 
 def _sha256(path: Path) -> str:
-    from edgeface_runtime._download import sha256_of
+    from edgeface_runtime.download import sha256_of
 
     return sha256_of(path)
 
@@ -546,7 +546,7 @@ def kshot_indices(dataset, people: Sequence[str], k: int, seed: int) -> np.ndarr
 
 def _held_out_pairs(held, n_pairs: int, seed: int) -> tuple[list, dict[str, Any]]:
     """Balanced, seeded pairs of the held-out people (identity-disjoint folds where possible)."""
-    from edgeface_runtime._metrics import FoldsSharePeopleWarning, generate_pairs
+    from edgeface_runtime.metrics import FoldsSharePeopleWarning, generate_pairs
 
     counts = held.counts()
     same_available = int(sum(c * (c - 1) // 2 for c in counts))
@@ -564,7 +564,7 @@ def _held_out_pairs(held, n_pairs: int, seed: int) -> tuple[list, dict[str, Any]
 
 def _verification(model, crops: np.ndarray, paths: Sequence[str], pairs: Sequence[Any], metadata: ModelMetadata
                   ) -> dict[str, Any]:
-    from edgeface_runtime._metrics import verification_report
+    from edgeface_runtime.metrics import verification_report
 
     from ._evaluate import pair_scores
 

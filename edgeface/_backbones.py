@@ -4,7 +4,7 @@ Every builder constructs its layers directly on the ``input_tensor`` it is given
 backbone's layers become layers of the final model (a *flat* model): QAT refuses models
 nested inside models. No builder adds a ``Rescaling`` layer (EfficientNet excepted: its
 stem normalisation is part of its ImageNet weights): models take float pixels already
-preprocessed with the entry's :class:`~edgeface_runtime._metadata.Preprocess`, which is
+preprocessed with the entry's :class:`~edgeface_runtime.metadata.Preprocess`, which is
 what the device applies.
 
 Nothing here imports TensorFlow until a backbone is built.
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 

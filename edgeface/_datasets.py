@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Optional, Sequence, Union
 
-from edgeface_runtime._download import (
+from edgeface_runtime.download import (
     FetchedFile,
     cached_download,
     default_cache_dir,
@@ -49,7 +49,7 @@ from edgeface_runtime._download import (
     mirror_urls,
     sha256_of,
 )
-from edgeface_runtime._errors import DownloadError
+from edgeface_runtime import DownloadError
 
 logger = logging.getLogger(__name__)
 
@@ -461,8 +461,8 @@ def resolve_weights(weights: Optional[str], *, backbone: str = "mobilenet_v1_025
 def fetch_detector(variant: str = "short", *, mirrors: Mirrors = None,
                    progress: Optional[DownloadProgress] = None) -> Path:
     """The official BlazeFace file in the runtime's cache (sha256-checked), downloaded if needed."""
-    from edgeface_runtime._detector import DETECTORS
-    from edgeface_runtime._download import default_detector_path
+    from edgeface_runtime import DETECTORS
+    from edgeface_runtime.download import default_detector_path
 
     if variant not in DETECTORS:
         raise ValueError(f"unknown detector variant {variant!r}; choose one of {sorted(DETECTORS)}")
@@ -473,7 +473,7 @@ def fetch_detector(variant: str = "short", *, mirrors: Mirrors = None,
 def resolve_detector(detector: Union[str, os.PathLike, None], *, download: bool = True, mirrors: Mirrors = None,
                      progress: Optional[DownloadProgress] = None) -> Path:
     """``detector`` itself, or the official short-range BlazeFace file from the runtime's cache."""
-    from edgeface_runtime._detector import resolve_detector_path
+    from edgeface_runtime import resolve_detector_path
 
     if detector is not None or not download:
         return resolve_detector_path(detector, "short")  # without download: a ModelError saying how to get it

@@ -101,7 +101,7 @@ def _write_calibration_crops(train_dataset: Any, crop: Callable[[str], Any], fol
 def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any]:
     """Enroll ``people`` folds 6-10 people from 2 photos each; identify their other photos and strangers'."""
     from edgeface_runtime import FaceVerifier, NoFaceError
-    from edgeface_runtime._metrics import lfw_identities_in_folds, read_pairs
+    from edgeface_runtime.metrics import lfw_identities_in_folds, read_pairs
 
     from ._data import lfw_image_root
 
@@ -152,7 +152,7 @@ def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, peop
 def _default_model_check(detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any] | None:
     """The device check with the runtime's bundled model: what a door gets without training anything.
     None when this runtime installation carries no default model."""
-    from edgeface_runtime._bundled import bundled_path
+    from edgeface_runtime import bundled_path
 
     model = bundled_path("default-model")
     if model is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 DLIB_RESNET_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 DLIB_RESNET_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"

@@ -45,7 +45,7 @@ Progress = Callable[[int, int], None]
 
 
 def _sha256(path: str | os.PathLike) -> str:
-    from edgeface_runtime._download import sha256_of
+    from edgeface_runtime.download import sha256_of
 
     return sha256_of(path)
 
@@ -119,7 +119,7 @@ def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.
     """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images.
 
     ``flip="average"`` embeds each crop and its mirror image and keeps the mean."""
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     if flip == "average":
         embed = _mirror_averaged(embed)
@@ -194,7 +194,7 @@ class TFLiteTeacher(Teacher):
 
     def __init__(self, path: str | os.PathLike, *, detector: str | None = None, num_threads: int | None = None,
                  flip: str = "none"):
-        from edgeface_runtime._embedder import Embedder
+        from edgeface_runtime import Embedder
 
         self.flip = _check_flip(flip, "tflite")
         self.embedder = Embedder.from_path(path, num_threads=num_threads)
@@ -520,7 +520,7 @@ def _dlib_load(options: Mapping[str, Any]) -> _DlibModels:
     dlib, files = import_dlib()
     blazeface = None
     if options["detector"]:
-        from edgeface_runtime._detector import FaceDetector
+        from edgeface_runtime import FaceDetector
 
         blazeface = FaceDetector.from_path(options["detector"])
     return _DlibModels(dlib.get_frontal_face_detector(), dlib.shape_predictor(files["shape_predictor"]),
@@ -531,8 +531,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
     """dlib's own pipeline on the original image: face box → 5 landmarks → 150x150 chip → ResNet."""
     import dlib
 
-    from edgeface_runtime._errors import ImageDecodeError
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import ImageDecodeError, load_image
 
     try:
         rgb = load_image(file)
@@ -547,7 +546,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
                 best = max(found, key=lambda r: r.area())
                 rect, source = best, "dlib"
         elif models.blazeface is not None:
-            from edgeface_runtime._detector import largest_face
+            from edgeface_runtime import largest_face
 
             face = largest_face(models.blazeface.detect(rgb))
             if face is not None:
@@ -628,7 +627,7 @@ class DlibTeacher(Teacher):
             raise ValueError(f"dlib teacher: box must be one of {', '.join(DLIB_BOXES)}, got {box!r}")
         detector_path = None
         if box == "blazeface" or detector is not None:
-            from edgeface_runtime._detector import resolve_detector_path
+            from edgeface_runtime import resolve_detector_path
 
             detector_path = str(resolve_detector_path(detector))
             if not Path(detector_path).is_file():
@@ -870,7 +869,7 @@ def _accepted_options(kind: str) -> set[str] | None:
 
 def default_teacher_cache() -> Path:
     """``$EDGEFACE_CACHE/teachers`` (default ``~/.cache/edgeface/teachers``)."""
-    from edgeface_runtime._download import default_cache_dir
+    from edgeface_runtime.download import default_cache_dir
 
     return default_cache_dir() / "teachers"
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from ._choices import DATASETS, EMBEDDING_STYLES, HEADS, OPTIMIZERS, SCHEDULES, STRATEGIES
 from ._modelio import atomic_write_text
@@ -356,7 +356,7 @@ class _Data:
 
 
 def _load_data(config: TrainConfig, preprocess) -> _Data:
-    from edgeface_runtime._metrics import generate_pairs
+    from edgeface_runtime.metrics import generate_pairs
 
     from ._data import (NO_FACE_REASON, CropMaker, decode_dataset, load_lfw, no_face_summary, scan_folder,
                         scan_readable, split_identities)
@@ -605,7 +605,7 @@ class _Tracker:
     def validate(self) -> dict[str, float] | None:
         if self.data.val is None or not self.data.val_pairs:
             return None
-        from edgeface_runtime._metrics import kfold_accuracy, roc_auc
+        from edgeface_runtime.metrics import kfold_accuracy, roc_auc
 
         from ._data import embed_crops
 
@@ -975,7 +975,7 @@ def _json_default(value: Any) -> Any:
 
 def _card(config: TrainConfig, data: _Data, backbone, preprocess, state: dict, metrics: dict, seconds: float,
           steps: int) -> dict[str, Any]:
-    from edgeface_runtime._version import __version__ as runtime_version
+    from edgeface_runtime import __version__ as runtime_version
 
     from ._keras import keras, tf
 
