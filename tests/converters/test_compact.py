@@ -31,7 +31,7 @@ def int8_file() -> bytes:
 
 
 def _outputs(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    from edgeface_runtime._interpreter import select_backend
+    from edgeface_runtime import select_backend
 
     interpreter = select_backend().interpreter_class(model_content=tflite, num_threads=1)
     interpreter.allocate_tensors()

@@ -116,7 +116,7 @@ def test_bad_calibration_folders(tiny_model_path, faces_dir, tmp_path):
 
 def test_calibration_images_without_faces(tiny_model_path, tmp_path, detector_models_dir):
     from converters_testkit import face
-    from edgeface_runtime._detector import FaceDetector
+    from edgeface_runtime import FaceDetector
 
     detector = FaceDetector.from_path(detector_models_dir / "face_detection_short_range.tflite")
     patterns = _write(tmp_path / "patterns", [face(i, 0, size=128) for i in range(12)])

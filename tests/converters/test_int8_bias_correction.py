@@ -18,8 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _crops(folder) -> np.ndarray:
-    from edgeface_runtime._align import center_crop
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import center_crop, load_image
 
     files = sorted(folder.rglob("*.png"))
     return (np.stack([center_crop(load_image(f), (SIZE, SIZE)) for f in files]).astype(np.float32) - 127.5) / 127.5
