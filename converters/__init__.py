@@ -18,7 +18,7 @@ Importing this package loads no TensorFlow; :func:`convert` does.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._data import FineTuneData
 from ._manifest import Manifest, VariantResult, format_table, read_manifest
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 _LAZY = {"convert": "._convert"}
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports it (and TensorFlow) on first use
+    from ._convert import convert as convert
 
 
 def __getattr__(name: str) -> Any:

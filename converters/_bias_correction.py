@@ -175,6 +175,8 @@ def _shift(target: _Target, mean_input: np.ndarray) -> np.ndarray:
     """E[(W_q - W)·x] per output channel: the layer's linear op with the error kernel, on the mean input."""
     layer = target.layer
     kind = _kind(layer)
+    if kind is None:  # _targets keeps only the layers _kind names
+        raise TypeError(f"bias correction cannot handle layer {layer.name} ({type(layer).__name__})")
     kernel = _kernel(layer).numpy()
     error = quantization_error(kernel, target.fold, kind)
     config = {**layer.get_config(), "use_bias": False, "activation": "linear", "name": f"{layer.name}_error"}

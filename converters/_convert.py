@@ -106,12 +106,14 @@ class _Run:
         step, after = steps[-1], steps[:-1]
         apply, strip = _STEP_PAIRS[step]
         finetune_options = self.finetune_options(step)
+        data = self.data
+        if data is None:  # convert() leaves out (skips) the fine-tuned variants when it has no data
+            raise ValueError(f"{'+'.join(steps)} fine-tunes, and there is no fine-tuning data (pass data=)")
         wrapped, callbacks = apply(_model.copy_model(before.model), {**self.options, "steps": finetune_options.steps},
                                    after)
         if self.centres is None and finetune_options.task_weight > 0:  # same data and teacher: imprint once
-            self.centres = _finetune.class_centres(self.data, self.source, finetune_options.imprint_batches)
-        stats = _finetune.finetune(wrapped, self.data, self.source, finetune_options, callbacks,  # type: ignore[arg-type]
-                                   centres=self.centres)
+            self.centres = _finetune.class_centres(data, self.source, finetune_options.imprint_batches)
+        stats = _finetune.finetune(wrapped, data, self.source, finetune_options, callbacks, centres=self.centres)
         return _Built(strip(wrapped, after), before.finetune + [{"step": step, **stats}])
 
     def corrected(self, model: Any) -> tuple[Any, dict[str, Any]]:
@@ -200,9 +202,12 @@ class _Run:
     def source_pairs_auc(self) -> float:
         from edgeface_runtime.metrics import roc_auc
 
+        pairs = self.pairs
+        if pairs is None:  # called from thresholds(), which returns first without pairs
+            raise ValueError("no calibration pairs: the source model's AUC is measured on them")
         if self._source_auc is None:
-            scores = _pair_scores(_validate.keras_embed(self.source, self.pairs.crops), self.pairs)
-            self._source_auc = float(roc_auc(scores, self.pairs.same))
+            scores = _pair_scores(_validate.keras_embed(self.source, pairs.crops), pairs)
+            self._source_auc = float(roc_auc(scores, pairs.same))
         return self._source_auc
 
     def thresholds(self, runner: Any, result: VariantResult) -> tuple[dict[float, float], str]:
@@ -397,7 +402,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     fine_tuned = [v.name for v in chosen if v.needs_data]
     finetune_data = None
     if fine_tuned:
-        if labelled is None and data is not None:
+        if labelled is None and data is not None and not isinstance(data, _data.FineTuneData):  # a folder
             labelled = _data.folder_finetune_data(data, meta.preprocess, batch_size=batch_size, detector=detector)
         elif labelled is None and recorded is not None:
             labelled = _data.dataset_finetune_data(recorded.dataset, meta.preprocess, batch_size=batch_size,
@@ -477,8 +482,9 @@ def _build_one(run: _Run, variant: Variant) -> VariantResult:
 
 def _log(result: VariantResult) -> None:
     if result.status == "ok":
+        agreement = result.agreement or {}  # measured for every file that is ok
         logger.info("%s: %d bytes (gzip %d), cosine mean %.4f min %.4f", result.name, result.bytes,
-                    result.gzip_bytes, result.agreement["mean"], result.agreement["min"])
+                    result.gzip_bytes, agreement.get("mean", float("nan")), agreement.get("min", float("nan")))
     else:
         log = logger.info if result.status == "skipped" else logger.warning
         log("%s %s: %s", result.name, result.status, result.reason)

@@ -95,7 +95,7 @@ def load_calibration(folder: str | os.PathLike, preprocess: Preprocess, *, max_i
                          f"face crops, ideally a few hundred")
     if len(paths) > max_images:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]
-    crops, bad = load_crops(paths, tuple(preprocess.input_size))
+    crops, bad = load_crops(paths, preprocess.input_size)
     if len(crops) < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"only {len(crops)} readable image(s) in {str(folder)!r}; need {MIN_CALIBRATION_IMAGES}")
     _check_not_blank(crops, folder)
@@ -322,7 +322,7 @@ def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector
         maker = CropMaker(str(root), preprocess.input_size, align=preprocess.alignment, detector=detector)
         crops, bad = _crop_all(names, maker)
     else:
-        crops, bad = load_crops([root / n for n in names], tuple(preprocess.input_size), max_unreadable=1.0,
+        crops, bad = load_crops([root / n for n in names], preprocess.input_size, max_unreadable=1.0,
                                 what="pair")
         bad = [(str(Path(p).relative_to(root)), r) for p, r in bad]
     from edgeface.data import NO_FACE_REASON

@@ -103,7 +103,7 @@ class AdaptConfig:
         if isinstance(self.unfreeze, str) and self.unfreeze.isdigit():
             self.unfreeze = int(self.unfreeze)
         count = isinstance(self.unfreeze, (int, np.integer)) and not isinstance(self.unfreeze, bool)
-        if self.unfreeze != "all" and not (count and self.unfreeze >= 0):
+        if self.unfreeze != "all" and not (count and int(self.unfreeze) >= 0):
             raise ValueError(f"unfreeze must be 'all' or a number of top backbone blocks >= 0, got {self.unfreeze!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
@@ -238,7 +238,7 @@ def _reestimate_batchnorm(model, crops: np.ndarray, metadata: ModelMetadata, *, 
             total = total + x.sum(axis=0)
             total_sq = total_sq + np.square(x).sum(axis=0)
             count += x.shape[0]
-        mean = total / count
+        mean = np.asarray(total / count)  # per channel (total becomes an array with the first batch)
         var = np.maximum(total_sq / count - np.square(mean), 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(var.astype(np.float32))
@@ -371,7 +371,7 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
     if dataset.num_classes < 2:
         raise ValueError(f"{data_dir} holds {dataset.num_classes} person; adaptation needs at least 2 people "
                          "(one sub-folder of images per person)")
-    calibration_set = None
+    calibration_set: tuple[Any, np.ndarray] | None = None  # (held-out FaceDataset, its crops)
     if fars and calibration_data is not None:
         calibration_set = _decode(calibration_data, source.metadata, config)[:2]
         shared = sorted(set(calibration_set[0].identities) & set(dataset.identities))
@@ -382,8 +382,9 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
         dataset, crops, calibration_set = _hold_back(dataset, crops, calibration_fraction, config.seed)
     model = source.model  # adapted in place: nothing else uses it
     record = _fine_tune(model, source.metadata, crops, dataset.labels, config)
-    thresholds, calibration = {}, None
-    if fars:
+    thresholds: dict[float, float] = {}
+    calibration: dict[str, Any] | None = None
+    if fars and calibration_set is not None:  # calibration_set is set whenever fars is
         thresholds, calibration = _calibrate_adapted(model, source.metadata, *calibration_set, fars,
                                                      "calibration_data" if calibration_data is not None
                                                      else f"{len(calibration_set[0].identities)} people of the "

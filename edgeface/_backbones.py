@@ -18,7 +18,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 from edgeface_runtime.metadata import Preprocess
 
@@ -81,7 +81,8 @@ class BackboneSpec:
         return self.output == "embedding"
 
     def preprocess_for(self, input_size: Sequence[int]) -> Preprocess:
-        return replace(self.preprocess, input_size=tuple(int(v) for v in input_size))
+        # Preprocess itself rejects anything but (height, width)
+        return replace(self.preprocess, input_size=cast(tuple[int, int], tuple(int(v) for v in input_size)))
 
 
 @dataclass
@@ -134,7 +135,8 @@ def register_backbone(
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"backbone {name!r} is already registered; pass overwrite=True to replace it")
     spec = BackboneSpec(
-        name=name, builder=builder, default_input_size=tuple(default_input_size), preprocess=preprocess,
+        name=name, builder=builder, default_input_size=cast(tuple[int, int], tuple(default_input_size)),  # a list too
+        preprocess=preprocess,
         weights_sources=tuple(weights_sources), family=family or name, min_input_size=min_input_size,
         block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description, output=output,
         find_weights=find_weights,
@@ -164,7 +166,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     raise ValueError(f"unknown backbone {name!r}; {hint}available: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def closest_names(query: str, names: Sequence[str], n: int = 3) -> list[str]:
+def closest_names(query: str, names: Iterable[str], n: int = 3) -> list[str]:
     """Registered names most like ``query`` ("MobileNet-V2-0.5" → "mobilenet_v2_050" first)."""
     wanted = query.lower().replace(".", "").replace("-", "_")
     scored = []
@@ -354,10 +356,11 @@ def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str
     if spec.block_marker_ends:
         nxt = "top"
         for i in range(len(keys) - 1, -1, -1):
-            if keys[i] is None:
+            key = keys[i]
+            if key is None:
                 keys[i] = nxt
             else:
-                nxt = keys[i]
+                nxt = key
     else:
         prev = "stem"
         for i, key in enumerate(keys):
@@ -365,7 +368,7 @@ def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str
                 keys[i] = prev
             else:
                 prev = key
-    return keys  # type: ignore[return-value]
+    return [key for key in keys if key is not None]  # all of them: every None was filled above
 
 
 def top_block_layers(spec: BackboneSpec, layers: Sequence[Any], n_blocks: int) -> list[Any]:

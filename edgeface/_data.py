@@ -121,7 +121,9 @@ def scan_folder(root: str | os.PathLike, *, min_images: int = 1, loose: bool = F
     if not root_path.is_dir():
         raise ValueError(f"data folder {str(root)!r} does not exist or is not a folder; expected one sub-folder "
                          "of images per person (root/<name>/<image>.jpg)")
-    identities, paths, labels = [], [], []
+    identities: list[str] = []
+    paths: list[str] = []
+    labels: list[int] = []
     for person in sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in person.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         if len(files) < max(1, min_images):

@@ -145,7 +145,7 @@ class Listing:
     odd: tuple[str, ...]  # entries that are neither a person folder nor a regular file in one
 
 
-def listing_of(top: Union[str, os.PathLike]) -> Listing:
+def listing_of(top: Union[str, "os.PathLike[str]"]) -> Listing:
     """Scan ``top`` (e.g. ``lfw-deepfunneled/``): two levels, links and other types reported as odd."""
     names: list[str] = []
     odd: list[str] = []

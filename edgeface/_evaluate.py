@@ -42,7 +42,9 @@ def _decode_pair_images(pairs: Sequence[Any], image_root: str, crop: Callable[[s
         except (ImageDecodeError, OSError, ValueError) as exc:
             return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-    crops, skipped, no_face = {}, [], []
+    crops: dict[str, np.ndarray] = {}
+    skipped: list[tuple[str, str]] = []  # (image, why), unreadable
+    no_face: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for path, (array, reason) in zip(unique, pool.map(one, unique, chunksize=16)):
             if array is None:

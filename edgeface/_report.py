@@ -351,7 +351,7 @@ class _Protocol:
     notes: list[str]
 
 
-def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | None,
+def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | str | None,
               dataset_folds: int, people: Sequence[str] | None = None) -> _Protocol:
     if (pairs is None) == (dataset is None):
         raise ValueError("choose one protocol: pairs=PAIRS_FILE with images=IMAGE_DIR (LFW pairs.txt, folds 6-10 "
@@ -364,7 +364,7 @@ def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, fo
     return _dataset_protocol(Path(dataset), n_pairs, seed, dataset_folds, people)
 
 
-def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) -> _Protocol:
+def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | str | None) -> _Protocol:
     from edgeface_runtime.metrics import read_pairs
 
     from ._evaluate import _select_folds
@@ -544,7 +544,7 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
     if unreadable:
         notes.append(f"{len(unreadable)} of {len(unique)} images could not be read; the pairs using them are left out")
         logger.warning(notes[-1])
-    summary = {"policy": no_face, "images": len(unique), "no_face": 0, "by_crop": {}}
+    summary: dict[str, Any] = {"policy": no_face, "images": len(unique), "no_face": 0, "by_crop": {}}
     for key, maker in makers.items():
         if maker.align:
             summary["by_crop"][f"{key[0][0]}x{key[0][1]} {key[1]}"] = maker.no_face
@@ -667,7 +667,7 @@ def build_report(
     dataset: str | os.PathLike | None = None,
     n_pairs: int = DEFAULT_N_PAIRS,
     seed: int = 0,
-    folds: Iterable[int] | None = DEFAULT_FOLDS,
+    folds: Iterable[int] | str | None = DEFAULT_FOLDS,
     dataset_folds: int = DEFAULT_DATASET_FOLDS,
     people: Sequence[str] | None = None,
     out_dir: str | os.PathLike | None = None,

@@ -128,7 +128,7 @@ def read_sface(path: str | os.PathLike) -> SFaceWeights:
 
     ops = [n for n in graph.node if n.op_type not in ("DequantizeLinear", "Reshape", "Constant")]
     layers: list[SFaceLayer] = []
-    fc = {}
+    fc: dict[str, Any] = {}  # "kernel", "bias": arrays; "bn": the BatchNorm tuple
     bn1 = None
     i = 0
     while i < len(ops):

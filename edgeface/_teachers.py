@@ -443,7 +443,7 @@ class NpzTeacher(Teacher):
             vectors = np.stack([arrays[k] for k in keys])
         if not np.issubdtype(vectors.dtype, np.number) or not np.all(np.isfinite(vectors)):
             raise ValueError(f"{file}: embeddings must be finite numbers")
-        self.index = {}
+        self.index: dict[str, int] = {}  # image path (normalised) -> row of vectors
         for i, key in enumerate(keys):
             previous = self.index.setdefault(_norm_key(key), i)
             if previous != i:  # e.g. 'a/1.jpg' and './a/1.jpg': which vector is meant is unknowable
@@ -560,7 +560,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
         rect = dlib.rectangle(int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
     shape = models.shape_predictor(rgb, rect)
     chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
-    vector = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
+    vector: np.ndarray = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
     if options.get("flip") == "average":  # the chip mirrored: dlib's chip template is left-right symmetric
         mirror = np.ascontiguousarray(chip[:, ::-1])
         vector = (vector + np.asarray(models.recogniser.compute_face_descriptor(mirror, int(options["jitter"])),
@@ -918,8 +918,9 @@ class TeacherEmbeddings:
         return np.all(np.isfinite(self.vectors), axis=1)
 
     def describe(self) -> dict[str, Any]:
-        described = {"cache_file": str(self.cache_file) if self.cache_file else None, "reused": self.reused,
-                     "computed": self.computed, "failed": int((~self.ok).sum())}
+        described: dict[str, Any] = {"cache_file": str(self.cache_file) if self.cache_file else None,
+                                     "reused": self.reused, "computed": self.computed,
+                                     "failed": int((~self.ok).sum())}
         if self.members is not None:
             described["members"] = self.members
         return described
@@ -960,7 +961,9 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
     cached = _read_cache(file, teacher)
     for part in _part_files(file):
         cached.update(_read_cache(part, teacher))
-    vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)  # type: ignore[arg-type]
+    if teacher.dim is None:  # the width of the cached rows; every built-in teacher knows it
+        raise TypeError(f"{teacher!r} states no embedding size (dim); a teacher whose embeddings are cached needs one")
+    vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)
     todo: list[int] = []
     for i, (path, digest) in enumerate(zip(paths, digests)):
         row = cached.get((_norm_key(path), digest))
