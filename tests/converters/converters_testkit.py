@@ -42,7 +42,7 @@ def write_faces(root: Path, identities: range, per_identity: int, *, first_sampl
 
 
 def build_tiny(embedding_size: int = 32, size: int = SIZE):
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
 
     layers = keras.layers
@@ -75,7 +75,7 @@ def metadata_for(model, **preprocess):
 
 
 def train_tiny(model, data_root: Path, epochs: int = 8) -> None:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.heads import classification_head
     from edgeface_runtime import center_crop, load_image
 

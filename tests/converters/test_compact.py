@@ -13,7 +13,7 @@ SIZE = 24
 @pytest.fixture(scope="module")
 def int8_file() -> bytes:
     """A thin per-channel int8 network: many channels with few weights each, as in MobileNet v1 0.25."""
-    from edgeface._keras import keras, tf
+    from edgeface.keras import keras, tf
 
     keras.utils.set_random_seed(0)
     x = inputs = keras.Input((SIZE, SIZE, 3), name="image")

@@ -83,7 +83,7 @@ def test_integer_io_on_request(tiny_model_path, faces_dir, tmp_path):
 
 
 def test_a_nested_model_is_flattened_for_tfmot(tiny_model_path, faces_dir, tmp_path):
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import load_model, save_model
     from edgeface_converters import convert
 

@@ -49,7 +49,7 @@ def test_keras3_file_is_refused_clearly(tmp_path, faces_dir):
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     """A classifier, a training-style two-input model, a model without metadata, a size mismatch."""
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import save_model
 
     root = tmp_path_factory.mktemp("bad")
@@ -145,7 +145,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
 
 
 def test_finetune_data_of_another_size(tiny_model_path, faces_dir, tmp_path):
-    from edgeface._keras import tf
+    from edgeface.keras import tf
     from edgeface_converters import FineTuneData
 
     images = tf.zeros((8, 48, 48, 3))

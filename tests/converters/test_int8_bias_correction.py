@@ -27,7 +27,7 @@ def _crops(folder) -> np.ndarray:
 def _mean_heavy_model(x: np.ndarray, gamma: float = 0.25, beta: float = 4.0):
     """The tiny network with the stem's ReLU6 output at ``beta ± gamma`` and every BatchNorm's
     statistics set to what the data gives (as fine-tuning on a narrow domain leaves them)."""
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     keras.utils.set_random_seed(0)
     model = build_tiny()

@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     from edgeface._keras import keras
     from edgeface._modelio import save_model
     from edgeface.layers import L2Normalize
-    from edgeface_converters._convert import convert
+    from edgeface_converters import convert
     from edgeface_runtime.metadata import ModelMetadata, Preprocess
 
     root = tmp_path_factory.mktemp("report")
