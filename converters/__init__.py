@@ -18,10 +18,11 @@ Importing this package loads no TensorFlow; :func:`convert` does.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._data import FineTuneData
 from ._manifest import Manifest, VariantResult, format_table, read_manifest
+from ._model import kernel_sparsity
 from ._variants import DEFAULT_TARGET, TARGETS, VARIANTS, Target, Variant, parse_variants, variants_markdown
 
 __all__ = [
@@ -35,12 +36,16 @@ __all__ = [
     "VariantResult",
     "convert",
     "format_table",
+    "kernel_sparsity",
     "parse_variants",
     "read_manifest",
     "variants_markdown",
 ]
 
 _LAZY = {"convert": "._convert"}
+
+if TYPE_CHECKING:  # what type checkers see; at run time __getattr__ imports it (and TensorFlow) on first use
+    from ._convert import convert as convert
 
 
 def __getattr__(name: str) -> Any:

@@ -94,7 +94,7 @@ def quantization_error(kernel: np.ndarray, fold: np.ndarray, kind: str) -> np.nd
 
 
 def _kind(layer: Any) -> str | None:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     # Exact types: Conv2DTranspose and SeparableConv2D quantize differently.
     if type(layer) is keras.layers.DepthwiseConv2D:
@@ -107,7 +107,7 @@ def _kind(layer: Any) -> str | None:
 
 
 def _targets(model: Any) -> tuple[list[_Target], list[str]]:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     consumers: dict[str, list[Any]] = {}
     for layer in model.layers:
@@ -154,7 +154,7 @@ def _last_axis(batchnorm: Any) -> bool:
 
 def _mean_inputs(model: Any, layers: list[Any], samples: np.ndarray) -> list[np.ndarray]:
     """Each layer's input averaged over the samples (one float pass, kept per position)."""
-    from edgeface._keras import keras, tf
+    from edgeface.keras import keras, tf
 
     features = keras.Model(model.inputs, [layer.input for layer in layers])
 
@@ -175,6 +175,8 @@ def _shift(target: _Target, mean_input: np.ndarray) -> np.ndarray:
     """E[(W_q - W)·x] per output channel: the layer's linear op with the error kernel, on the mean input."""
     layer = target.layer
     kind = _kind(layer)
+    if kind is None:  # _targets keeps only the layers _kind names
+        raise TypeError(f"bias correction cannot handle layer {layer.name} ({type(layer).__name__})")
     kernel = _kernel(layer).numpy()
     error = quantization_error(kernel, target.fold, kind)
     config = {**layer.get_config(), "use_bias": False, "activation": "linear", "name": f"{layer.name}_error"}

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def _clusterable(layer: Any) -> bool:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     # tfmot 0.8.1's clustering registry lists no weights of DepthwiseConv2D (a Conv subclass):
     # wrapping one would only add a wrapper that clusters nothing.
@@ -30,7 +30,7 @@ def _clusterable(layer: Any) -> bool:
 def apply_clustering(model: Any, clusters: int, *, preserve_sparsity: bool = False) -> tuple[Any, list[Any]]:
     """``(model with its Conv2D/Dense kernels clustered, fine-tuning callbacks (none))``."""
     import tensorflow_model_optimization as tfmot
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     if int(clusters) < 2:
         raise ValueError(f"clusters must be at least 2, got {clusters!r}")

@@ -54,7 +54,9 @@ def _strip_inner_tensor_names(model) -> None:
 class _SharingBuilder(flatbuffers.Builder):
     """Writes byte vectors 16-aligned (weight buffers) and every other identical numeric vector once."""
 
-    def __init__(self):
+    head: int  # flatbuffers.Builder's write position (the package ships no types)
+
+    def __init__(self) -> None:
         super().__init__(1024)
         self._written: dict[tuple[str, bytes], int] = {}
         self.shared = 0

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
@@ -106,12 +106,14 @@ class _Run:
         step, after = steps[-1], steps[:-1]
         apply, strip = _STEP_PAIRS[step]
         finetune_options = self.finetune_options(step)
+        data = self.data
+        if data is None:  # convert() leaves out (skips) the fine-tuned variants when it has no data
+            raise ValueError(f"{'+'.join(steps)} fine-tunes, and there is no fine-tuning data (pass data=)")
         wrapped, callbacks = apply(_model.copy_model(before.model), {**self.options, "steps": finetune_options.steps},
                                    after)
         if self.centres is None and finetune_options.task_weight > 0:  # same data and teacher: imprint once
-            self.centres = _finetune.class_centres(self.data, self.source, finetune_options.imprint_batches)
-        stats = _finetune.finetune(wrapped, self.data, self.source, finetune_options, callbacks,  # type: ignore[arg-type]
-                                   centres=self.centres)
+            self.centres = _finetune.class_centres(data, self.source, finetune_options.imprint_batches)
+        stats = _finetune.finetune(wrapped, data, self.source, finetune_options, callbacks, centres=self.centres)
         return _Built(strip(wrapped, after), before.finetune + [{"step": step, **stats}])
 
     def corrected(self, model: Any) -> tuple[Any, dict[str, Any]]:
@@ -160,8 +162,8 @@ class _Run:
         return result
 
     def check(self, variant: Variant, tflite: bytes, keras_model: Any, io: str, result: VariantResult) -> None:
-        from edgeface_runtime._interpreter import check_ops
-        from edgeface_runtime._metadata import read_metadata, write_metadata
+        from edgeface_runtime import check_ops
+        from edgeface_runtime.metadata import read_metadata, write_metadata
 
         result.ops = _validate.ops(tflite)
         result.sparsity = round(_validate.weight_sparsity(tflite), 4)
@@ -198,15 +200,18 @@ class _Run:
         (self.staging / variant.file_name).write_bytes(final)
 
     def source_pairs_auc(self) -> float:
-        from edgeface_runtime._metrics import roc_auc
+        from edgeface_runtime.metrics import roc_auc
 
+        pairs = self.pairs
+        if pairs is None:  # called from thresholds(), which returns first without pairs
+            raise ValueError("no calibration pairs: the source model's AUC is measured on them")
         if self._source_auc is None:
-            scores = _pair_scores(_validate.keras_embed(self.source, self.pairs.crops), self.pairs)
-            self._source_auc = float(roc_auc(scores, self.pairs.same))
+            scores = _pair_scores(_validate.keras_embed(self.source, pairs.crops), pairs)
+            self._source_auc = float(roc_auc(scores, pairs.same))
         return self._source_auc
 
     def thresholds(self, runner: Any, result: VariantResult) -> tuple[dict[float, float], str]:
-        from edgeface_runtime._metrics import calibrate_threshold, roc_auc
+        from edgeface_runtime.metrics import calibrate_threshold, roc_auc
 
         if self.pairs is None:
             inherited = dict(self.metadata.thresholds)
@@ -271,7 +276,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     model_path: an edgeface ``model.keras`` (tf-keras, ending in L2Normalize, metadata inside;
         ``metadata=`` supplies it for a plain Keras file). Every input left None comes from the
-        training card beside it (``use_card``; :mod:`edgeface._records`): the faces it trained on.
+        training card beside it (``use_card``; :func:`edgeface.data.training_data`): the faces it trained on.
     out_dir: default ``variants/`` beside the model.
     variants: ``"auto"`` (the post-training variants, plus pruned-int8 when fine-tuning data is at
         hand; the rest are listed as skipped, with why), ``"all"``, ``"int8,float16"`` or a list of
@@ -339,7 +344,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     source, meta = _model.load_source(model_path, metadata)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
-        from edgeface._keras import keras
+        from edgeface.keras import keras
 
         keras.utils.set_random_seed(int(seed))
     input_size = _model.input_size(source, meta)
@@ -401,7 +406,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     fine_tuned = [v.name for v in chosen if v.needs_data]
     finetune_data = None
     if fine_tuned:
-        if labelled is None and data is not None:
+        if labelled is None and data is not None and not isinstance(data, _data.FineTuneData):  # a folder
             labelled = _data.folder_finetune_data(data, meta.preprocess, batch_size=batch_size, detector=detector)
         elif labelled is None and recorded is not None:
             labelled = _data.dataset_finetune_data(recorded.dataset, meta.preprocess, batch_size=batch_size,
@@ -484,15 +489,16 @@ def _build_one(run: _Run, variant: Variant) -> VariantResult:
 
 def _log(result: VariantResult) -> None:
     if result.status == "ok":
+        agreement = result.agreement or {}  # measured for every file that is ok
         logger.info("%s: %d bytes (gzip %d), cosine mean %.4f min %.4f", result.name, result.bytes,
-                    result.gzip_bytes, result.agreement["mean"], result.agreement["min"])
+                    result.gzip_bytes, agreement.get("mean", float("nan")), agreement.get("min", float("nan")))
     else:
         log = logger.info if result.status == "skipped" else logger.warning
         log("%s %s: %s", result.name, result.status, result.reason)
 
 
 def _publish(out: Path, staging: Path, results: list[VariantResult], manifest: Manifest) -> None:
-    from edgeface_runtime._metadata import atomic_write
+    from edgeface_runtime.metadata import atomic_write
 
     for result in results:
         file = out / f"{result.name}.tflite"
@@ -530,7 +536,7 @@ def _not_by_default(variant: Variant) -> str:
 
 
 def _recorded(model_path: Any) -> Any:
-    from edgeface._records import training_data
+    from edgeface.data import training_data
 
     return training_data(model_path)
 
@@ -542,8 +548,7 @@ def _detector(choice: Any, recorded: Path | None = None) -> Any:
         return None
     if choice != "auto":
         return choice
-    from edgeface_runtime._detector import FaceDetector, resolve_detector_path
-    from edgeface_runtime._errors import ModelError
+    from edgeface_runtime import FaceDetector, ModelError, resolve_detector_path
 
     try:
         return FaceDetector.from_path(recorded if recorded is not None else resolve_detector_path())

@@ -7,7 +7,7 @@
 * Fine-tuning: the small interface :class:`FineTuneData`. ``data=DIR`` builds one with the
   training half's pipeline (``edgeface.data``: one sub-folder per person); any other source
   can be adapted by constructing the dataclass.
-* Calibration pairs: an LFW-format pairs file (``edgeface_runtime._metrics.read_pairs``);
+* Calibration pairs: an LFW-format pairs file (``edgeface_runtime.metrics.read_pairs``);
   only its impostor pairs set the thresholds, its genuine pairs give TAR at them.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def load_crops(paths: Sequence[Path], input_size: tuple[int, int], *, max_unreadable: float = MAX_UNREADABLE,
                what: str = "calibration") -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode and centre-crop ``paths`` with the runtime's loader; skip (and count) unreadable files."""
-    from edgeface_runtime._align import center_crop
-    from edgeface_runtime._errors import ImageDecodeError
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import ImageDecodeError, center_crop, load_image
 
     crops, bad = [], []
     for path in paths:
@@ -97,7 +95,7 @@ def load_calibration(folder: str | os.PathLike, preprocess: Preprocess, *, max_i
                          f"face crops, ideally a few hundred")
     if len(paths) > max_images:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]
-    crops, bad = load_crops(paths, tuple(preprocess.input_size))
+    crops, bad = load_crops(paths, preprocess.input_size)
     if len(crops) < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"only {len(crops)} readable image(s) in {str(folder)!r}; need {MIN_CALIBRATION_IMAGES}")
     _check_not_blank(crops, folder)
@@ -152,7 +150,7 @@ FACE_SAMPLE = 16
 
 
 def _check_faces(paths: Sequence[Path], detector: Any, folder: Any) -> None:
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import load_image
 
     sample = [paths[i] for i in np.linspace(0, len(paths) - 1, min(FACE_SAMPLE, len(paths))).round().astype(int)]
     without = [p for p in sample if not detector.detect(load_image(p))]
@@ -267,7 +265,7 @@ def load_pairs(pairs_file: str | os.PathLike, preprocess: Preprocess, *, image_r
     alignment when the model's ``Preprocess.alignment`` asks for it (``detector``, None: the
     runtime's default BlazeFace model).
     """
-    from edgeface_runtime._metrics import read_pairs
+    from edgeface_runtime.metrics import read_pairs
 
     source = Path(pairs_file)
     if not source.is_file():
@@ -288,7 +286,7 @@ def generated_pairs(people: Any, preprocess: Preprocess, *, n_pairs: int = 600, 
                     detector: Any = None, max_unreadable: float = MAX_UNREADABLE) -> PairSet:
     """Verification pairs drawn from ``people`` (an ``edgeface.data.FaceDataset``, e.g. the people a
     training card held out for validation), half same-person, cropped as training cropped them."""
-    from edgeface_runtime._metrics import generate_pairs
+    from edgeface_runtime.metrics import generate_pairs
 
     with_two = sum(1 for paths in people.by_identity().values() if len(paths) >= 2)
     if people.num_classes < 2 or with_two < 1:
@@ -324,7 +322,7 @@ def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector
         maker = CropMaker(str(root), preprocess.input_size, align=preprocess.alignment, detector=detector)
         crops, bad = _crop_all(names, maker)
     else:
-        crops, bad = load_crops([root / n for n in names], tuple(preprocess.input_size), max_unreadable=1.0,
+        crops, bad = load_crops([root / n for n in names], preprocess.input_size, max_unreadable=1.0,
                                 what="pair")
         bad = [(str(Path(p).relative_to(root)), r) for p, r in bad]
     from edgeface.data import NO_FACE_REASON
@@ -345,7 +343,7 @@ def _pair_set(pairs: Sequence[Any], root: Path, preprocess: Preprocess, detector
 
 
 def _crop_all(names: Sequence[str], maker: Callable[[str], np.ndarray]) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     from edgeface.data import NO_FACE_REASON, NoFaceDetected
 

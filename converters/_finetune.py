@@ -78,7 +78,7 @@ def distillation_data(data: FineTuneData | None, crops: np.ndarray, *, batch_siz
     alone when ``data`` is None. Crops are flipped at random (a face mirrored is still a face
     the model must embed as the source does). Labels are zeros: the distillation loss reads none.
     """
-    from edgeface._keras import tf
+    from edgeface.keras import tf
 
     if len(crops) < 2:
         raise ValueError(f"distillation needs at least 2 calibration crops, got {len(crops)}")
@@ -122,7 +122,7 @@ def class_centres(data: FineTuneData, teacher: Any, batches: int) -> np.ndarray:
 
 def make_head(data: FineTuneData, centres: np.ndarray, options: FineTuneOptions) -> Any:
     """The classification head, its class centres imprinted from the teacher's embeddings."""
-    from edgeface._keras import tf
+    from edgeface.keras import tf
     from edgeface.heads import classification_head
 
     head = data.head or classification_head("cosface", int(data.num_classes), scale=options.head_scale, margin=0.0)
@@ -144,7 +144,7 @@ def finetune(model: Any, data: FineTuneData, teacher: Any, options: FineTuneOpti
 
     ``centres``: :func:`class_centres` of this data and teacher, when already computed.
     """
-    from edgeface._keras import keras, tf, tune_allocator_for_training
+    from edgeface.keras import keras, tf, tune_allocator_for_training
 
     tune_allocator_for_training()
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def check_embedding_model(model: Any, metadata: ModelMetadata, described: str = 
 
 
 def is_nested(model: Any) -> bool:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     return any(isinstance(layer, keras.Model) for layer in model.layers)
 
@@ -101,7 +101,7 @@ def flatten(model: Any) -> Any:
     Raises ValueError for what cannot be inlined safely: a nested model called more than
     once, layer names that collide, or a rebuilt model that computes something else.
     """
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     if not is_nested(model):
         return model
@@ -125,7 +125,7 @@ def flatten(model: Any) -> Any:
 
 
 def _layers_by_name(model: Any) -> dict[str, Any]:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     out: dict[str, Any] = {}
     for layer in model.layers:
@@ -210,7 +210,7 @@ def fold_dense_batchnorm(model: Any) -> Any:
     QAT file. With BN frozen during fine-tuning the two are one affine map, so the merged
     Dense (with bias) is exact, and pruning, clustering and QAT all see the kernel that ships.
     """
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     config = copy.deepcopy(model.get_config())
     entries = {layer["name"]: layer for layer in config["layers"]}
@@ -275,7 +275,7 @@ def copy_model(model: Any, *, freeze_batchnorm: bool = True, dropout: bool = Fal
     inference-mode embedding; with dropout on, the student is trained on noisy features the
     teacher never sees (a no-op for the exported model, whose dropout is off anyway).
     """
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())

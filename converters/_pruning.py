@@ -57,7 +57,7 @@ def schedule(target_sparsity: float, steps: int):
 
 
 def _prunable(layer: Any) -> bool:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     if isinstance(layer, keras.layers.DepthwiseConv2D):  # a Conv subclass, but tfmot leaves it alone
         return False
@@ -208,7 +208,7 @@ def apply_pruning(model: Any, target_sparsity: float, steps: int, block: int = D
     ``layer_sparsity``: per-layer targets by name pattern (:func:`sparsity_plan`).
     """
     import tensorflow_model_optimization as tfmot
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     block = check_block(block)
     chosen = sparsity_plan(model, target_sparsity, layer_sparsity)

@@ -26,7 +26,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "embedding"
 @contextmanager
 def exported(model: Any, input_size: tuple[int, int]) -> Iterator[str]:
     """A temporary SavedModel directory serving ``model`` in inference mode (batch dimension free)."""
-    from edgeface._keras import tf
+    from edgeface.keras import tf
 
     module = tf.Module()
     module.variables_ = list(model.variables)  # tracked, so the SavedModel owns them
@@ -48,7 +48,7 @@ def convert(saved_model: str, quantization: str, *, representative: np.ndarray |
     ``quantization_aware``: the model carries fake-quant ranges from QAT; calibrating on top of
     them (a representative dataset) was measured to wreck it (cosine 0.15), so none is used.
     """
-    from edgeface._keras import tf
+    from edgeface.keras import tf
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {quantization!r}; choose one of {QUANTIZATIONS}")

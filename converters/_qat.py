@@ -27,7 +27,7 @@ def apply_qat(model: Any, *, after: tuple[str, ...] = ()) -> tuple[Any, list[Any
     structure the quantization scheme must preserve.
     """
     import tensorflow_model_optimization as tfmot
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     if nested:

@@ -17,7 +17,7 @@ _WEIGHT_TYPES = {0: np.float32, 1: np.float16, 3: np.uint8, 9: np.int8}  # TFLit
 
 
 def engine(model: bytes, description: str) -> Any:
-    from edgeface_runtime._interpreter import Engine
+    from edgeface_runtime import Engine
 
     return Engine(model, num_threads=1, description=description)
 
@@ -58,7 +58,7 @@ def io_types(runner: Any) -> dict[str, str]:
 
 
 def ops(model: bytes) -> list[str]:
-    from edgeface_runtime._flatbuffer import operator_codes
+    from edgeface_runtime import operator_codes
 
     return sorted({f"{op.name}/v{op.version}" for op in operator_codes(model)})
 

@@ -97,7 +97,7 @@ VARIANTS: Registry[Variant] = Registry("variant", (
 class Target:
     """An interpreter the outputs must load on, and the converter settings that ensures it."""
 
-    name: str  # key of edgeface_runtime._op_tables.MAX_OP_VERSIONS
+    name: str  # an interpreter's operator table, as edgeface_runtime.check_ops(model, table_id) takes it
     # TF >= 2.16 writes dynamic-range FULLY_CONNECTED v12 (per-channel dense weights), which
     # tflite-runtime 2.14 lacks; per-tensor dense quantization gives v9 (STACK.md).
     per_channel_dense: bool

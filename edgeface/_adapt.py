@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from ._modelio import atomic_write_text
 
@@ -103,7 +103,7 @@ class AdaptConfig:
         if isinstance(self.unfreeze, str) and self.unfreeze.isdigit():
             self.unfreeze = int(self.unfreeze)
         count = isinstance(self.unfreeze, (int, np.integer)) and not isinstance(self.unfreeze, bool)
-        if self.unfreeze != "all" and not (count and self.unfreeze >= 0):
+        if self.unfreeze != "all" and not (count and int(self.unfreeze) >= 0):
             raise ValueError(f"unfreeze must be 'all' or a number of top backbone blocks >= 0, got {self.unfreeze!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
@@ -143,7 +143,7 @@ class _Source:
 
 
 def _sha256(path: Path) -> str:
-    from edgeface_runtime._download import sha256_of
+    from edgeface_runtime.download import sha256_of
 
     return sha256_of(path)
 
@@ -238,7 +238,7 @@ def _reestimate_batchnorm(model, crops: np.ndarray, metadata: ModelMetadata, *, 
             total = total + x.sum(axis=0)
             total_sq = total_sq + np.square(x).sum(axis=0)
             count += x.shape[0]
-        mean = total / count
+        mean = np.asarray(total / count)  # per channel (total becomes an array with the first batch)
         var = np.maximum(total_sq / count - np.square(mean), 0.0)
         layer.moving_mean.assign(mean.astype(np.float32))
         layer.moving_variance.assign(var.astype(np.float32))
@@ -371,7 +371,7 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
     if dataset.num_classes < 2:
         raise ValueError(f"{data_dir} holds {dataset.num_classes} person; adaptation needs at least 2 people "
                          "(one sub-folder of images per person)")
-    calibration_set = None
+    calibration_set: tuple[Any, np.ndarray] | None = None  # (held-out FaceDataset, its crops)
     if fars and calibration_data is not None:
         calibration_set = _decode(calibration_data, source.metadata, config)[:2]
         shared = sorted(set(calibration_set[0].identities) & set(dataset.identities))
@@ -382,8 +382,9 @@ def adapt(model_path: str | Path, data_dir: str | Path, out: str | Path = "runs/
         dataset, crops, calibration_set = _hold_back(dataset, crops, calibration_fraction, config.seed)
     model = source.model  # adapted in place: nothing else uses it
     record = _fine_tune(model, source.metadata, crops, dataset.labels, config)
-    thresholds, calibration = {}, None
-    if fars:
+    thresholds: dict[float, float] = {}
+    calibration: dict[str, Any] | None = None
+    if fars and calibration_set is not None:  # calibration_set is set whenever fars is
         thresholds, calibration = _calibrate_adapted(model, source.metadata, *calibration_set, fars,
                                                      "calibration_data" if calibration_data is not None
                                                      else f"{len(calibration_set[0].identities)} people of the "
@@ -546,7 +547,7 @@ def kshot_indices(dataset, people: Sequence[str], k: int, seed: int) -> np.ndarr
 
 def _held_out_pairs(held, n_pairs: int, seed: int) -> tuple[list, dict[str, Any]]:
     """Balanced, seeded pairs of the held-out people (identity-disjoint folds where possible)."""
-    from edgeface_runtime._metrics import FoldsSharePeopleWarning, generate_pairs
+    from edgeface_runtime.metrics import FoldsSharePeopleWarning, generate_pairs
 
     counts = held.counts()
     same_available = int(sum(c * (c - 1) // 2 for c in counts))
@@ -564,7 +565,7 @@ def _held_out_pairs(held, n_pairs: int, seed: int) -> tuple[list, dict[str, Any]
 
 def _verification(model, crops: np.ndarray, paths: Sequence[str], pairs: Sequence[Any], metadata: ModelMetadata
                   ) -> dict[str, Any]:
-    from edgeface_runtime._metrics import verification_report
+    from edgeface_runtime.metrics import verification_report
 
     from ._evaluate import pair_scores
 

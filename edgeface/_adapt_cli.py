@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -68,7 +68,7 @@ def adapt_command(
     setup_logging(verbose, quiet)
     model = pick_model(model, model_option)
     shots = _parse_shots(kshot)
-    overrides = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
+    overrides: dict[str, Any] = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
                  "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
                  "seed": seed, "detector": str(detector) if detector else None, "no_face": no_face}
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -4,7 +4,7 @@ Every builder constructs its layers directly on the ``input_tensor`` it is given
 backbone's layers become layers of the final model (a *flat* model): QAT refuses models
 nested inside models. No builder adds a ``Rescaling`` layer (EfficientNet excepted: its
 stem normalisation is part of its ImageNet weights): models take float pixels already
-preprocessed with the entry's :class:`~edgeface_runtime._metadata.Preprocess`, which is
+preprocessed with the entry's :class:`~edgeface_runtime.metadata.Preprocess`, which is
 what the device applies.
 
 Nothing here imports TensorFlow until a backbone is built.
@@ -17,9 +17,9 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, cast
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 from edgeface_runtime.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class BackboneSpec:
         return self.output == "embedding"
 
     def preprocess_for(self, input_size: Sequence[int]) -> Preprocess:
-        return replace(self.preprocess, input_size=tuple(int(v) for v in input_size))
+        # Preprocess itself rejects anything but (height, width)
+        return replace(self.preprocess, input_size=cast(tuple[int, int], tuple(int(v) for v in input_size)))
 
 
 @dataclass
@@ -133,7 +134,8 @@ def register_backbone(
     if output not in ("features", "embedding"):
         raise ValueError(f"output must be 'features' or 'embedding', got {output!r}")
     spec = BackboneSpec(
-        name=name, builder=builder, default_input_size=tuple(default_input_size), preprocess=preprocess,
+        name=name, builder=builder, default_input_size=cast(tuple[int, int], tuple(default_input_size)),  # a list too
+        preprocess=preprocess,
         weights_sources=tuple(weights_sources), family=family or name, min_input_size=min_input_size,
         block_pattern=block_pattern, block_marker_ends=block_marker_ends, description=description, output=output,
         find_weights=find_weights,
@@ -331,10 +333,11 @@ def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str
     if spec.block_marker_ends:
         nxt = "top"
         for i in range(len(keys) - 1, -1, -1):
-            if keys[i] is None:
+            key = keys[i]
+            if key is None:
                 keys[i] = nxt
             else:
-                nxt = keys[i]
+                nxt = key
     else:
         prev = "stem"
         for i, key in enumerate(keys):
@@ -342,7 +345,7 @@ def block_assignment(spec: BackboneSpec, layer_names: Sequence[str]) -> list[str
                 keys[i] = prev
             else:
                 prev = key
-    return keys  # type: ignore[return-value]
+    return [key for key in keys if key is not None]  # all of them: every None was filled above
 
 
 def top_block_layers(spec: BackboneSpec, layers: Sequence[Any], n_blocks: int) -> list[Any]:

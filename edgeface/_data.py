@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ def scan_folder(root: str | os.PathLike, *, min_images: int = 1, loose: bool = F
     if not root_path.is_dir():
         raise ValueError(f"data folder {str(root)!r} does not exist or is not a folder; expected one sub-folder "
                          "of images per person (root/<name>/<image>.jpg)")
-    identities, paths, labels = [], [], []
+    identities: list[str] = []
+    paths: list[str] = []
+    labels: list[int] = []
     for person in sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in person.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
         if len(files) < max(1, min_images):
@@ -170,9 +172,9 @@ def load_lfw(root: str | os.PathLike | None = None, *, held_out_folds: Sequence[
 
     Returns ``(train, eval_pairs)``: ``train`` holds only people who appear in none of
     ``held_out_folds`` of pairs.txt; ``eval_pairs`` are the pairs of those folds
-    (``edgeface_runtime._metrics.Pair``, paths relative to ``train.root``).
+    (``edgeface_runtime.metrics.Pair``, paths relative to ``train.root``).
     """
-    from edgeface_runtime._metrics import lfw_identities_in_folds, read_pairs
+    from edgeface_runtime.metrics import lfw_identities_in_folds, read_pairs
 
     lfw = find_lfw(root)
     pairs = read_pairs(lfw / "pairs.txt")
@@ -239,8 +241,7 @@ class CropMaker:
         self.no_face_paths: list[str] = []
 
     def __call__(self, relative_path: str) -> np.ndarray:
-        from edgeface_runtime._align import align_face, center_crop
-        from edgeface_runtime._images import load_image
+        from edgeface_runtime import align_face, center_crop, load_image
 
         rgb = load_image(os.path.join(self.root, relative_path))
         if not self.align:
@@ -256,7 +257,7 @@ class CropMaker:
         return align_face(rgb, face.keypoints, self.input_size, self.template)
 
     def _largest_face(self, rgb: np.ndarray):
-        from edgeface_runtime._detector import FaceDetector, largest_face
+        from edgeface_runtime import FaceDetector, largest_face
 
         with self._lock:
             if self._detector is None:
@@ -274,7 +275,7 @@ def decode_dataset(dataset: FaceDataset, crop: Callable[[str], np.ndarray], *,
     Returns ``(dataset without the unreadable images, crops (N, h, w, 3) uint8)``. Raises
     ValueError when more than ``max_unreadable`` of the images cannot be read.
     """
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     def one(path: str):
         try:
@@ -562,8 +563,7 @@ def _safe_crop(crop: Callable[[str], np.ndarray], path: str, size: tuple[int, in
     except NoFaceDetected:
         # Decoded on every epoch (too large to cache): nothing was detected in advance, so the
         # image cannot be dropped from the epoch any more; a centre crop it is, counted.
-        from edgeface_runtime._align import center_crop
-        from edgeface_runtime._images import load_image
+        from edgeface_runtime import center_crop, load_image
 
         return center_crop(load_image(os.path.join(getattr(crop, "root", ""), path)), size)
     except Exception:  # scanned readable but failed to decode: never stop a long run for one image

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Optional, Sequence, Union
 
-from edgeface_runtime._download import (
+from edgeface_runtime.download import (
     FetchedFile,
     cached_download,
     default_cache_dir,
@@ -49,7 +49,7 @@ from edgeface_runtime._download import (
     mirror_urls,
     sha256_of,
 )
-from edgeface_runtime._errors import DownloadError
+from edgeface_runtime import DownloadError
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class Listing:
     odd: tuple[str, ...]  # entries that are neither a person folder nor a regular file in one
 
 
-def listing_of(top: Union[str, os.PathLike]) -> Listing:
+def listing_of(top: Union[str, "os.PathLike[str]"]) -> Listing:
     """Scan ``top`` (e.g. ``lfw-deepfunneled/``): two levels, links and other types reported as odd."""
     names: list[str] = []
     odd: list[str] = []
@@ -461,8 +461,8 @@ def resolve_weights(weights: Optional[str], *, backbone: str = "mobilenet_v1_025
 def fetch_detector(variant: str = "short", *, mirrors: Mirrors = None,
                    progress: Optional[DownloadProgress] = None) -> Path:
     """The official BlazeFace file in the runtime's cache (sha256-checked), downloaded if needed."""
-    from edgeface_runtime._detector import DETECTORS
-    from edgeface_runtime._download import default_detector_path
+    from edgeface_runtime import DETECTORS
+    from edgeface_runtime.download import default_detector_path
 
     spec = DETECTORS[variant]  # an unknown name: a ValueError naming the closest and the choices
     return default_detector_path(variant, mirrors=mirrors, progress=_bytes_progress(progress, spec.filename))
@@ -471,7 +471,7 @@ def fetch_detector(variant: str = "short", *, mirrors: Mirrors = None,
 def resolve_detector(detector: Union[str, os.PathLike, None], *, download: bool = True, mirrors: Mirrors = None,
                      progress: Optional[DownloadProgress] = None) -> Path:
     """``detector`` itself, or the official short-range BlazeFace file from the runtime's cache."""
-    from edgeface_runtime._detector import resolve_detector_path
+    from edgeface_runtime import resolve_detector_path
 
     if detector is not None or not download:
         return resolve_detector_path(detector, "short")  # without download: a ModelError saying how to get it

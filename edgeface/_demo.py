@@ -101,11 +101,13 @@ def _write_calibration_crops(train_dataset: Any, crop: Callable[[str], Any], fol
 def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any]:
     """Enroll ``people`` folds 6-10 people from 2 photos each; identify their other photos and strangers'."""
     from edgeface_runtime import FaceVerifier, NoFaceError
-    from edgeface_runtime._metrics import lfw_identities_in_folds, read_pairs
+    from edgeface_runtime.metrics import lfw_identities_in_folds, read_pairs
 
     from ._data import lfw_image_root
 
     root = lfw_image_root(lfw)
+    if root is None:  # resolve_lfw checked the folder; only a copy changed since then gets here
+        raise ValueError(f"no LFW image folder (lfw-deepfunneled or lfw) under {lfw}")
     names = sorted(lfw_identities_in_folds(read_pairs(lfw / "pairs.txt"), EVAL_FOLDS))
     by_count = sorted(names, key=lambda n: (-len(list((root / n).glob("*.jpg"))), n))
     enrolled, strangers = by_count[:people], by_count[people:2 * people]
@@ -113,8 +115,8 @@ def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, peop
     if gallery.exists():
         gallery.unlink()
     photos = {n: sorted((root / n).glob("*.jpg")) for n in enrolled + strangers}
-    outcome = {"genuine_accepted": 0, "genuine_total": 0, "genuine_correct_name": 0, "genuine_ranked_first": 0,
-               "stranger_accepted": 0, "stranger_total": 0, "no_face": 0}
+    outcome: dict[str, Any] = {"genuine_accepted": 0, "genuine_total": 0, "genuine_correct_name": 0,
+                               "genuine_ranked_first": 0, "stranger_accepted": 0, "stranger_total": 0, "no_face": 0}
     started = time.perf_counter()
     with FaceVerifier.from_path(model, detector_path=detector, gallery_path=gallery) as verifier:
         for name in enrolled:
@@ -152,7 +154,7 @@ def _device_check(model: Path, detector: Path | None, lfw: Path, out: Path, peop
 def _default_model_check(detector: Path | None, lfw: Path, out: Path, people: int) -> dict[str, Any] | None:
     """The device check with the runtime's bundled model: what a door gets without training anything.
     None when this runtime installation carries no default model."""
-    from edgeface_runtime._bundled import bundled_path
+    from edgeface_runtime import bundled_path
 
     model = bundled_path("default-model")
     if model is None:
@@ -184,7 +186,7 @@ def run_demo(options: DemoOptions, *, progress: Callable[[str], None] = logger.i
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    fetch = {"download": options.download, "mirrors": options.mirrors, "progress": download_progress}
+    fetch: dict[str, Any] = {"download": options.download, "mirrors": options.mirrors, "progress": download_progress}
     lfw = resolve_lfw(options.data, **fetch)
     weights = resolve_weights(options.weights, **fetch)
     detector_path = resolve_detector(options.detector, **fetch)

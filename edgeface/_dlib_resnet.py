@@ -24,6 +24,7 @@ The output is dlib's raw 128-d descriptor (not unit-norm; it is normalised downs
 
 from __future__ import annotations
 
+import builtins
 import math
 import os
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 DLIB_RESNET_FILENAME = "dlib_face_recognition_resnet_model_v1.dat"
 DLIB_RESNET_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
@@ -133,7 +134,7 @@ class _Stream:
         count = math.prod(shape)
         return np.frombuffer(self.take(4 * count), "<f4").astype(np.float32).reshape(shape)
 
-    def alias(self) -> tuple[int, int, int, int]:
+    def alias(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:  # int: the method above
         """An ``alias_tensor``: only a shape (a view into the layer's ``params``)."""
         version = self.int()
         if version != 1:
@@ -219,7 +220,7 @@ def _read_network(s: _Stream) -> list[dict[str, Any]]:
     if loss != "loss_metric_2":
         raise s.error(f"loss layer {loss!r}; dlib's face-recognition ResNet has loss_metric_2")
     s.float(), s.float()  # margin, distance threshold: training-only
-    wrappers = []
+    wrappers: list[int] = []
     while True:
         version = s.int()
         if version not in (1, 2, 3) or len(wrappers) > 10_000:
@@ -317,7 +318,7 @@ def _match_plan(found: list[dict[str, Any]], source: str) -> list[dict[str, Any]
     layers = []
     for step, layer in zip(plan, found):
         merged = {**layer, **step}  # the plan's names, ids and expected attributes ...
-        mismatch = [key for key in ("size", "stride", "padding") if key in layer and layer[key] != step[key]]
+        mismatch: list[str] = [key for key in ("size", "stride", "padding") if key in layer and layer[key] != step[key]]
         if step["type"] == "input" and not np.allclose(layer["mean"], DLIB_PREPROCESS.mean, atol=1e-3):
             mismatch.append("mean")  # DLIB_PREPROCESS hard-codes the means every model of this type is fed
         shape = {"conv": (step.get("filters"), channels, step.get("kernel"), step.get("kernel")),

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata, Preprocess
+from edgeface_runtime.metadata import ModelMetadata, Preprocess
 
 from ._data import (DEFAULT_MAX_UNREADABLE, DEFAULT_NO_FACE, NO_FACE_REASON, CropMaker, NoFaceDetected,
                     check_unreadable, no_face_summary)
@@ -30,7 +30,7 @@ def _decode_pair_images(pairs: Sequence[Any], image_root: str, crop: Callable[[s
                         max_unreadable: float) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     unique = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
 
@@ -42,7 +42,9 @@ def _decode_pair_images(pairs: Sequence[Any], image_root: str, crop: Callable[[s
         except (ImageDecodeError, OSError, ValueError) as exc:
             return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-    crops, skipped, no_face = {}, [], []
+    crops: dict[str, np.ndarray] = {}
+    skipped: list[tuple[str, str]] = []  # (image, why), unreadable
+    no_face: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for path, (array, reason) in zip(unique, pool.map(one, unique, chunksize=16)):
             if array is None:
@@ -85,7 +87,7 @@ def score_pairs(pairs: Sequence[Any], image_root: str, embed: Callable[[np.ndarr
     readable ones with ``no_face="center"``. The report counts both: ``skipped_images``,
     ``skipped_pairs`` and ``no_face`` (images without a face, the policy and examples).
     """
-    from edgeface_runtime._metrics import verification_report
+    from edgeface_runtime.metrics import verification_report
 
     if folds is not None:
         wanted = {int(f) for f in folds}
@@ -158,7 +160,7 @@ def evaluate(
     in which it finds no face: "skip" (default) leaves its pairs out, as the device refuses
     it; "center" centre-crops it. The report's ``no_face`` counts them either way.
     """
-    from edgeface_runtime._metrics import calibrate_threshold, read_pairs
+    from edgeface_runtime.metrics import calibrate_threshold, read_pairs
 
     model_file = Path(model_path)
     if not model_file.is_file():
@@ -225,7 +227,7 @@ def _keras_embedder(path: Path, batch_size: int):
 
 
 def _tflite_embedder(path: Path, num_threads: int | None):
-    from edgeface_runtime._embedder import Embedder
+    from edgeface_runtime import Embedder
 
     embedder = Embedder.from_path(path, num_threads=num_threads)
     return embedder.metadata, embedder.embed_many, embedder.close
@@ -233,7 +235,7 @@ def _tflite_embedder(path: Path, num_threads: int | None):
 
 def _write_thresholds(path: Path, metadata: ModelMetadata) -> None:
     if path.suffix == ".tflite":
-        from edgeface_runtime._metadata import write_metadata
+        from edgeface_runtime.metadata import write_metadata
 
         write_metadata(path, metadata, destination=path)
     else:

@@ -7,7 +7,7 @@ teacher decides: :func:`filter_against_people` drops every candidate whose teach
 the teacher itself would accept as the same person as some image of those people.
 
 Scores are cosine similarities and a pair is "the same person" when ``score >= threshold``,
-as everywhere in edgeface (``edgeface_runtime._metrics``). Use the teacher's own threshold
+as everywhere in edgeface (``edgeface_runtime.metrics``). Use the teacher's own threshold
 (e.g. its best-accuracy threshold on LFW folds 1-5), and embed the candidates and the
 references with the same teacher, with no per-set centring in between: an
 :class:`~edgeface._teachers.EnsembleTeacher` centres over the set it embeds, so embed both

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edgeface_runtime._metadata import METADATA_MEMBER, ModelMetadata
+from edgeface_runtime.metadata import METADATA_MEMBER, ModelMetadata
 
 
 def _tmp_name(destination: Path, suffix: str) -> Path:

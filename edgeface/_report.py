@@ -5,7 +5,7 @@ What is measured, and how (the decisions a reader of a report needs to trust it)
 * **Protocol.** LFW-style pairs (``pairs=`` + ``images=``; by default folds 6-10 of a
   10-fold LFW pairs.txt, the project's rule, else every fold of the file as it is; JPEG, PNG
   or PGM images) or pairs drawn reproducibly from a folder-per-identity dataset
-  (``dataset=``: :func:`~edgeface_runtime._metrics.generate_pairs` with ``n_pairs``,
+  (``dataset=``: :func:`~edgeface_runtime.metrics.generate_pairs` with ``n_pairs``,
   ``seed`` and ``dataset_folds`` folds). The people evaluated must not have been trained
   on: ``training_card.json`` beside the Keras model (train and validation people) and the
   fine-tuning folder a convert manifest records list them; any overlap is refused unless
@@ -81,7 +81,7 @@ class VariantRow:
     gzip_bytes: int
     parameters: int | None
     sparsity: float | None
-    verification: dict[str, Any]  # edgeface_runtime._metrics.verification_report(...)
+    verification: dict[str, Any]  # edgeface_runtime.metrics.verification_report(...)
     cosine_to_keras: dict[str, Any] | None = None  # {"mean", "min", "n"}; None without a Keras model
     threshold: dict[str, Any] | None = None  # from the model's metadata: {"far", "threshold", "achieved_far", "tar"}
     latency: dict[str, dict[str, float]] | None = None  # threads -> {"median_ms", "p90_ms", "n"}
@@ -267,7 +267,7 @@ def _folder_labels(folders: Sequence[Path]) -> dict[Path, str]:
 
 
 def _folder_variants(folder: Path, label: str | None, notes: list[str]) -> tuple[Any, list[_Source]]:
-    from edgeface_converters._manifest import read_manifest
+    from edgeface_converters import read_manifest
 
     try:
         manifest = read_manifest(folder)
@@ -296,7 +296,7 @@ def _folder_variants(folder: Path, label: str | None, notes: list[str]) -> tuple
 
 def _tflite_source(path: Path, name: str, *, technique: str, folder: str | None, parameters: int | None = None,
                    sparsity: float | None = None) -> _Source:
-    from edgeface_runtime._metadata import split_model
+    from edgeface_runtime.metadata import split_model
 
     _, metadata = split_model(path)
     if metadata is None:
@@ -345,13 +345,13 @@ def _keras_from_manifests(manifests: Sequence[Any], notes: list[str]) -> Path | 
 
 @dataclass
 class _Protocol:
-    pairs: list[Any]  # edgeface_runtime._metrics.Pair
+    pairs: list[Any]  # edgeface_runtime.metrics.Pair
     root: Path
     description: dict[str, Any]
     notes: list[str]
 
 
-def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | None,
+def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, folds: Iterable[int] | str | None,
               dataset_folds: int, people: Sequence[str] | None = None) -> _Protocol:
     if (pairs is None) == (dataset is None):
         raise ValueError("choose one protocol: pairs=PAIRS_FILE with images=IMAGE_DIR (LFW pairs.txt, folds 6-10 "
@@ -364,8 +364,8 @@ def _protocol(pairs: Any, images: Any, dataset: Any, n_pairs: int, seed: int, fo
     return _dataset_protocol(Path(dataset), n_pairs, seed, dataset_folds, people)
 
 
-def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) -> _Protocol:
-    from edgeface_runtime._metrics import read_pairs
+def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | str | None) -> _Protocol:
+    from edgeface_runtime.metrics import read_pairs
 
     from ._evaluate import _select_folds
 
@@ -387,7 +387,7 @@ def _pairs_protocol(pairs_file: Path, images: Any, folds: Iterable[int] | None) 
 
 def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int,
                       only: Sequence[str] | None = None) -> _Protocol:
-    from edgeface_runtime._metrics import generate_pairs
+    from edgeface_runtime.metrics import generate_pairs
 
     from ._data import scan_folder
 
@@ -422,7 +422,7 @@ def _dataset_protocol(root: Path, n_pairs: int, seed: int, n_folds: int,
 
 
 def _pair_counts(pairs: Sequence[Any]) -> dict[str, int]:
-    from edgeface_runtime._metrics import lfw_identities_in_folds
+    from edgeface_runtime.metrics import lfw_identities_in_folds
 
     same = sum(1 for p in pairs if p.same)
     people = lfw_identities_in_folds(pairs, {p.fold for p in pairs})
@@ -476,7 +476,7 @@ def _training_identities(models: _Models, *, with_validation: bool = True) -> tu
 def _check_overlap(protocol: _Protocol, models: _Models, allow_overlap: bool,
                    validation_people: bool = False) -> list[str]:
     """``validation_people``: the protocol is, on purpose, the people a card held out for validation."""
-    from edgeface_runtime._metrics import lfw_identities_in_folds
+    from edgeface_runtime.metrics import lfw_identities_in_folds
 
     trained, sources = _training_identities(models, with_validation=not validation_people)
     if not sources:
@@ -508,7 +508,7 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
     ``no_face="skip"``, found a face in); notes; and what happened to images without a face."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     from ._data import NO_FACE_REASON, CropMaker, NoFaceDetected, check_unreadable
 
@@ -544,7 +544,7 @@ def _make_crops(protocol: _Protocol, keys: Sequence[tuple[tuple[int, int], str]]
     if unreadable:
         notes.append(f"{len(unreadable)} of {len(unique)} images could not be read; the pairs using them are left out")
         logger.warning(notes[-1])
-    summary = {"policy": no_face, "images": len(unique), "no_face": 0, "by_crop": {}}
+    summary: dict[str, Any] = {"policy": no_face, "images": len(unique), "no_face": 0, "by_crop": {}}
     for key, maker in makers.items():
         if maker.align:
             summary["by_crop"][f"{key[0][0]}x{key[0][1]} {key[1]}"] = maker.no_face
@@ -573,7 +573,7 @@ def _embed_keras(source: _Source, crops: np.ndarray, progress: Progress | None) 
 
 
 def _embed_tflite(source: _Source, crops: np.ndarray, threads: int, progress: Progress | None) -> np.ndarray:
-    from edgeface_runtime._embedder import Embedder
+    from edgeface_runtime import Embedder
 
     out = np.zeros((len(crops), source.metadata.embedding_size), np.float32)
     with Embedder.from_path(source.path, num_threads=threads) as embedder:
@@ -586,7 +586,7 @@ def _embed_tflite(source: _Source, crops: np.ndarray, threads: int, progress: Pr
 
 def _score(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray) -> dict[str, Any]:
     """Verification numbers of one model over the pairs whose images were read."""
-    from edgeface_runtime._metrics import roc_curve, verification_report
+    from edgeface_runtime.metrics import roc_curve, verification_report
 
     from ._evaluate import pair_scores
 
@@ -599,7 +599,7 @@ def _score(pairs: Sequence[Any], paths: Sequence[str], embeddings: np.ndarray) -
 
 def _stored_threshold(metadata: Any, scores: np.ndarray, labels: np.ndarray) -> dict[str, Any] | None:
     """The threshold the model's metadata carries (as a device uses it) and what it gives on these pairs."""
-    from edgeface_runtime._metrics import false_accept_rate
+    from edgeface_runtime.metrics import false_accept_rate
 
     if not metadata.thresholds:
         return None
@@ -667,7 +667,7 @@ def build_report(
     dataset: str | os.PathLike | None = None,
     n_pairs: int = DEFAULT_N_PAIRS,
     seed: int = 0,
-    folds: Iterable[int] | None = DEFAULT_FOLDS,
+    folds: Iterable[int] | str | None = DEFAULT_FOLDS,
     dataset_folds: int = DEFAULT_DATASET_FOLDS,
     people: Sequence[str] | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -724,7 +724,7 @@ def build_report(
         size, gzip_size = _file_sizes(source.path)
         if source.kind == "keras":
             embeddings, model = _embed_keras(source, source_crops, progress)
-            from edgeface_converters._model import kernel_sparsity
+            from edgeface_converters import kernel_sparsity
 
             source.parameters, source.sparsity = int(model.count_params()), round(kernel_sparsity(model), 4)
             reference = embeddings

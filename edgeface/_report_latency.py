@@ -84,9 +84,8 @@ def _peak_rss_mb() -> float:
 
 def _measure_main(argv: Sequence[str]) -> int:
     """The timing subprocess: ``MODEL CROPS.npy OUT.json WARMUP THREADS...``; imports only the runtime."""
-    from edgeface_runtime._bench import _summary
-    from edgeface_runtime._embedder import Embedder
-    from edgeface_runtime._interpreter import select_backend
+    from edgeface_runtime import Embedder, select_backend
+    from edgeface_runtime.bench import latency_summary
 
     model, crops_file, out_file, warmup_text, *thread_counts = argv
     warmup = int(warmup_text)
@@ -103,7 +102,7 @@ def _measure_main(argv: Sequence[str]) -> int:
                 start = time.perf_counter()
                 embedder.embed(crop)
                 samples.append((time.perf_counter() - start) * 1e3)
-        latency[str(threads)] = _summary(samples)
+        latency[str(threads)] = latency_summary(samples)
     peak = _peak_rss_mb()
     result = {"latency": latency, "peak_rss_mb": round(peak, 1), "baseline_rss_mb": round(baseline, 1),
               "model_rss_mb": round(peak - baseline, 1), "tensorflow_loaded": "tensorflow" in sys.modules}
@@ -135,7 +134,7 @@ def device_info() -> dict[str, Any]:
     if fields.get("model") and not fields["model"].isdigit():
         info["board"] = fields["model"]
     try:
-        from edgeface_runtime._interpreter import select_backend
+        from edgeface_runtime import select_backend
 
         backend = select_backend()
         info["tflite_interpreter"] = f"{backend.name} {backend.version}"

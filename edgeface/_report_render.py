@@ -229,10 +229,10 @@ def _plots(report: Report) -> list[tuple[str, bytes]]:
         ax = figure.add_subplot()
         width = 0.8 / len(threads)
         for j, t in enumerate(threads):
-            xs = [i + (j - (len(threads) - 1) / 2) * width for i in range(len(timed))]
-            medians = [row.latency[str(t)]["median_ms"] for row in timed]
-            p90 = [row.latency[str(t)]["p90_ms"] for row in timed]
-            ax.bar(xs, medians, width, label=f"{t} thread{'s' if t > 1 else ''}",
+            bars = [i + (j - (len(threads) - 1) / 2) * width for i in range(len(timed))]
+            medians = [row.latency[str(t)]["median_ms"] for row in timed if row.latency]  # (all of them)
+            p90 = [row.latency[str(t)]["p90_ms"] for row in timed if row.latency]
+            ax.bar(bars, medians, width, label=f"{t} thread{'s' if t > 1 else ''}",
                    yerr=[[0] * len(timed), [max(0.0, p - m) for p, m in zip(p90, medians)]], capsize=3)
         ax.set_xticks(range(len(timed)), [row.name for row in timed], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("embed latency per face (ms; bar median, whisker p90)")

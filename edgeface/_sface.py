@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 SFACE_FILENAME = "face_recognition_sface_2021dec_int8bq.onnx"
 SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
@@ -128,7 +128,7 @@ def read_sface(path: str | os.PathLike) -> SFaceWeights:
 
     ops = [n for n in graph.node if n.op_type not in ("DequantizeLinear", "Reshape", "Constant")]
     layers: list[SFaceLayer] = []
-    fc = {}
+    fc: dict[str, Any] = {}  # "kernel", "bias": arrays; "bn": the BatchNorm tuple
     bn1 = None
     i = 0
     while i < len(ops):

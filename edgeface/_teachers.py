@@ -46,7 +46,7 @@ Progress = Callable[[int, int], None]
 
 
 def _sha256(path: str | os.PathLike) -> str:
-    from edgeface_runtime._download import sha256_of
+    from edgeface_runtime.download import sha256_of
 
     return sha256_of(path)
 
@@ -120,7 +120,7 @@ def _embed_with_crops(root: str, paths: Sequence[str], crop: Callable[[str], np.
     """Decode crops chunk by chunk (bounded memory) and embed them; NaN rows for unreadable images.
 
     ``flip="average"`` embeds each crop and its mirror image and keeps the mean."""
-    from edgeface_runtime._errors import ImageDecodeError
+    from edgeface_runtime import ImageDecodeError
 
     if flip == "average":
         embed = _mirror_averaged(embed)
@@ -195,7 +195,7 @@ class TFLiteTeacher(Teacher):
 
     def __init__(self, path: str | os.PathLike, *, detector: str | None = None, num_threads: int | None = None,
                  flip: str = "none"):
-        from edgeface_runtime._embedder import Embedder
+        from edgeface_runtime import Embedder
 
         self.flip = _check_flip(flip, "tflite")
         self.embedder = Embedder.from_path(path, num_threads=num_threads)
@@ -444,7 +444,7 @@ class NpzTeacher(Teacher):
             vectors = np.stack([arrays[k] for k in keys])
         if not np.issubdtype(vectors.dtype, np.number) or not np.all(np.isfinite(vectors)):
             raise ValueError(f"{file}: embeddings must be finite numbers")
-        self.index = {}
+        self.index: dict[str, int] = {}  # image path (normalised) -> row of vectors
         for i, key in enumerate(keys):
             previous = self.index.setdefault(_norm_key(key), i)
             if previous != i:  # e.g. 'a/1.jpg' and './a/1.jpg': which vector is meant is unknowable
@@ -521,7 +521,7 @@ def _dlib_load(options: Mapping[str, Any]) -> _DlibModels:
     dlib, files = import_dlib()
     blazeface = None
     if options["detector"]:
-        from edgeface_runtime._detector import FaceDetector
+        from edgeface_runtime import FaceDetector
 
         blazeface = FaceDetector.from_path(options["detector"])
     return _DlibModels(dlib.get_frontal_face_detector(), dlib.shape_predictor(files["shape_predictor"]),
@@ -532,8 +532,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
     """dlib's own pipeline on the original image: face box → 5 landmarks → 150x150 chip → ResNet."""
     import dlib
 
-    from edgeface_runtime._errors import ImageDecodeError
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import ImageDecodeError, load_image
 
     try:
         rgb = load_image(file)
@@ -548,7 +547,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
                 best = max(found, key=lambda r: r.area())
                 rect, source = best, "dlib"
         elif models.blazeface is not None:
-            from edgeface_runtime._detector import largest_face
+            from edgeface_runtime import largest_face
 
             face = largest_face(models.blazeface.detect(rgb))
             if face is not None:
@@ -562,7 +561,7 @@ def _dlib_embed_one(models: _DlibModels, options: Mapping[str, Any], file: str) 
         rect = dlib.rectangle(int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
     shape = models.shape_predictor(rgb, rect)
     chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
-    vector = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
+    vector: np.ndarray = np.asarray(models.recogniser.compute_face_descriptor(chip, int(options["jitter"])), np.float32)
     if options.get("flip") == "average":  # the chip mirrored: dlib's chip template is left-right symmetric
         mirror = np.ascontiguousarray(chip[:, ::-1])
         vector = (vector + np.asarray(models.recogniser.compute_face_descriptor(mirror, int(options["jitter"])),
@@ -629,7 +628,7 @@ class DlibTeacher(Teacher):
             raise ValueError(f"dlib teacher: box must be one of {', '.join(DLIB_BOXES)}, got {box!r}")
         detector_path = None
         if box == "blazeface" or detector is not None:
-            from edgeface_runtime._detector import resolve_detector_path
+            from edgeface_runtime import resolve_detector_path
 
             detector_path = str(resolve_detector_path(detector))
             if not Path(detector_path).is_file():
@@ -892,7 +891,7 @@ def _accepted_options(kind: str) -> set[str] | None:
 
 def default_teacher_cache() -> Path:
     """``$EDGEFACE_CACHE/teachers`` (default ``~/.cache/edgeface/teachers``)."""
-    from edgeface_runtime._download import default_cache_dir
+    from edgeface_runtime.download import default_cache_dir
 
     return default_cache_dir() / "teachers"
 
@@ -941,8 +940,9 @@ class TeacherEmbeddings:
         return np.all(np.isfinite(self.vectors), axis=1)
 
     def describe(self) -> dict[str, Any]:
-        described = {"cache_file": str(self.cache_file) if self.cache_file else None, "reused": self.reused,
-                     "computed": self.computed, "failed": int((~self.ok).sum())}
+        described: dict[str, Any] = {"cache_file": str(self.cache_file) if self.cache_file else None,
+                                     "reused": self.reused, "computed": self.computed,
+                                     "failed": int((~self.ok).sum())}
         if self.members is not None:
             described["members"] = self.members
         return described
@@ -983,7 +983,9 @@ def teacher_embeddings(teacher: Teacher, root: str, paths: Sequence[str], *,
     cached = _read_cache(file, teacher)
     for part in _part_files(file):
         cached.update(_read_cache(part, teacher))
-    vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)  # type: ignore[arg-type]
+    if teacher.dim is None:  # the width of the cached rows; every built-in teacher knows it
+        raise TypeError(f"{teacher!r} states no embedding size (dim); a teacher whose embeddings are cached needs one")
+    vectors = np.full((len(paths), int(teacher.dim)), np.nan, np.float32)
     todo: list[int] = []
     for i, (path, digest) in enumerate(zip(paths, digests)):
         row = cached.get((_norm_key(path), digest))

@@ -22,15 +22,19 @@ import time
 import warnings
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime._metadata import ModelMetadata
+from edgeface_runtime.metadata import ModelMetadata
 
 from ._choices import DATASETS, EMBEDDING_STYLES, HEADS, OPTIMIZERS, SCHEDULES, STRATEGIES
 from ._modelio import atomic_write_text
 from ._records import CARD_NAME
+
+if TYPE_CHECKING:  # imported where used: both build Keras models
+    from ._distill import DistillModels
+    from ._heads import FaceModels
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +176,12 @@ class TrainConfig:
 
     def _fill_unset(self, values: Mapping[str, Any], given: Sequence[str] | None) -> None:
         """Set each of ``values`` the caller did not set: not in ``given`` or, without it, still at its default."""
-        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                    for f in dataclasses.fields(self)
-                    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+        defaults: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
         for key, value in values.items():
             unset = key not in given if given is not None else _same(getattr(self, key), defaults.get(key))
             if unset:
@@ -356,7 +363,7 @@ class _Data:
 
 
 def _load_data(config: TrainConfig, preprocess) -> _Data:
-    from edgeface_runtime._metrics import generate_pairs
+    from edgeface_runtime.metrics import generate_pairs
 
     from ._data import (NO_FACE_REASON, CropMaker, decode_dataset, load_lfw, no_face_summary, scan_folder,
                         scan_readable, split_identities)
@@ -603,9 +610,9 @@ class _Tracker:
         return self.ckpt_dir / "best.weights.h5"
 
     def validate(self) -> dict[str, float] | None:
-        if self.data.val is None or not self.data.val_pairs:
+        if self.data.val is None or self.data.val_crops is None or not self.data.val_pairs:
             return None
-        from edgeface_runtime._metrics import kfold_accuracy, roc_auc
+        from edgeface_runtime.metrics import kfold_accuracy, roc_auc
 
         from ._data import embed_crops
 
@@ -751,21 +758,24 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
 
     with strategy.scope():
         backbone = build_backbone(config.backbone, weights=config.weights, input_size=config.input_size)
-        head_options = dict(embedding_size=config.embedding_size, dropout=config.dropout, head=config.head,
-                            style=config.embedding_style, scale=config.scale, margin=config.margin,
-                            name=config.name or "edgeface")
+        head_options: dict[str, Any] = dict(embedding_size=config.embedding_size, dropout=config.dropout,
+                                            head=config.head, style=config.embedding_style, scale=config.scale,
+                                            margin=config.margin, name=config.name or "edgeface")
+        models: FaceModels | DistillModels
+        uses_labels = True  # whether a distillation model's training step reads the labels too
         if distill is None:
             models = build_face_models(backbone.model.input, backbone.model.output,
                                        num_classes=data.train.num_classes, **head_options)
         else:
             from ._distill import build_distill_models
 
-            models = build_distill_models(backbone.model.input, backbone.model.output,
-                                          teacher_dim=distill.targets.shape[1], loss=config.distill_loss,
-                                          num_classes=data.train.num_classes if config.label_loss_weight > 0 else None,
-                                          **head_options)
-            distill.describe["projection"] = models.projection
-            distill.describe["train_cosine_before"] = _student_cosine(models, data, distill, preprocess)
+            student = build_distill_models(backbone.model.input, backbone.model.output,
+                                           teacher_dim=distill.targets.shape[1], loss=config.distill_loss,
+                                           num_classes=data.train.num_classes if config.label_loss_weight > 0 else None,
+                                           **head_options)
+            distill.describe["projection"] = student.projection
+            distill.describe["train_cosine_before"] = _student_cosine(student, data, distill, preprocess)
+            models, uses_labels = student, student.uses_labels
     if config.weights is None and config.epochs_frozen:
         logger.warning("epochs_frozen=%d with a randomly initialised backbone trains the head on random features",
                        config.epochs_frozen)
@@ -794,7 +804,7 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
                 from ._distill import compile_arguments
 
                 models.training.compile(optimizer=optimizer, **compile_arguments(
-                    config.distill_loss, config.distill_weight, config.label_loss_weight, models.uses_labels))
+                    config.distill_loss, config.distill_weight, config.label_loss_weight, uses_labels))
             checkpoint = tf.train.Checkpoint(model=models.training, optimizer=optimizer)
             if config.resume and first_epoch > 0:  # mid-stage: the optimizer state too (incl. the schedule's step)
                 optimizer.build(models.training.trainable_variables)
@@ -819,7 +829,7 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
         metrics["distillation"] = {k: distill.describe[k] for k in ("train_cosine_before", "train_cosine_after")}
         logger.info("student vs teacher target on the training images (cosine): %s before, %s after",
                     *(distill.describe[k] for k in ("train_cosine_before", "train_cosine_after")))
-    if data.eval_pairs:
+    if data.eval_pairs and data.eval_root is not None:  # (set together)
         from ._data import embed_crops
         from ._evaluate import score_pairs
 
@@ -833,7 +843,7 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
     card = _card(config, data, backbone, preprocess, state, metrics, seconds, steps)
     card["environment"]["strategy"] = {"name": config.strategy, "replicas": int(strategy.num_replicas_in_sync),
                                        "workers": worker.count}
-    extra = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
+    extra: dict[str, Any] = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
              "weights": backbone.weights_record(), "dataset": config.dataset}
     if not stages:  # a face source packaged as it is: nothing was learned from config.dataset
         extra.update(head=None, dataset=None,
@@ -975,7 +985,7 @@ def _json_default(value: Any) -> Any:
 
 def _card(config: TrainConfig, data: _Data, backbone, preprocess, state: dict, metrics: dict, seconds: float,
           steps: int) -> dict[str, Any]:
-    from edgeface_runtime._version import __version__ as runtime_version
+    from edgeface_runtime import __version__ as runtime_version
 
     from ._keras import keras, tf
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from edgeface_runtime._metadata import Preprocess
+from edgeface_runtime.metadata import Preprocess
 
 from ._backbones import (BackboneSpec, WeightsSource, build_backbone, get_backbone_spec, list_backbones,
                          register_backbone)

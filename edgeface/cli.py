@@ -218,7 +218,7 @@ def evaluate_command(
         from ._records import recorded_protocol
 
         protocol = recorded_protocol([model])
-        if protocol is None or protocol.pairs is None:
+        if protocol is None or protocol.pairs is None or protocol.images is None:
             raise ValueError(f"no pairs given and the training card of {model} records no LFW protocol; pass "
                              "--pairs FILE --images DIR (an LFW-style pairs file and the folder of its images)")
         pairs, images, fold_list = protocol.pairs, protocol.images, protocol.folds

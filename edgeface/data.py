@@ -5,6 +5,7 @@
 >>> train, eval_pairs = load_lfw("/data/lfw")      # people outside pairs.txt folds 6-10; pairs of 6-10
 >>> train, val = split_identities(train, 0.1, seed=0)
 >>> lfw = fetch_lfw()                               # no copy of LFW? download, verify, cache it
+>>> trained_on = training_data("runs/demo/model.keras")  # the people a model trained on, from its card
 
 Crops are made with the runtime's own ``center_crop`` (or ``align_face``), so training and
 device crops match; ``decode_dataset`` skips unreadable images, counts them, and fails
@@ -33,6 +34,7 @@ from ._data import (
     to_model_input,
 )
 from ._datasets import cached_lfw, fetch_lfw, fetch_weights, resolve_lfw
+from ._records import TrainingData, training_data
 
 __all__ = [
     "Augment",
@@ -43,6 +45,7 @@ __all__ = [
     "DEFAULT_MAX_UNREADABLE",
     "FaceDataset",
     "IMAGE_EXTENSIONS",
+    "TrainingData",
     "augment_batch",
     "cached_lfw",
     "decode_dataset",
@@ -56,4 +59,5 @@ __all__ = [
     "scan_folder",
     "split_identities",
     "to_model_input",
+    "training_data",
 ]

@@ -56,7 +56,7 @@ def _config(args: argparse.Namespace, data: Path, out: Path, strategy: str) -> d
 
 
 def _worker(config: dict) -> None:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import TrainConfig, train
 
     class Clock(keras.callbacks.Callback):

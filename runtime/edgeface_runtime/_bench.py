@@ -25,7 +25,9 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
-def _summary(samples: Sequence[float]) -> dict[str, float]:
+def latency_summary(samples: Sequence[float]) -> dict[str, float]:
+    """``{"median_ms", "p90_ms", "n"}`` of latencies in milliseconds, rounded to microseconds:
+    the form of every timing ``edgeface bench`` and ``edgeface report`` print."""
     values = np.asarray(samples, dtype=np.float64)
     return {"median_ms": round(float(np.median(values)), 3), "p90_ms": round(float(np.percentile(values, 90)), 3),
             "n": int(values.size)}
@@ -72,8 +74,8 @@ def _run_pipeline(verifier: Any, items: Iterable[Any], color_order: str, gallery
         cpu.append(cpu_ms)
     # CPU time of the whole process per image (all threads): unlike the wall-clock stages it
     # does not count time spent waiting for a core, so it is the steadier figure on a busy machine.
-    return {"stages": {s: _summary(v) for s, v in per_stage.items() if v}, "no_face": misses,
-            "cpu": _summary(cpu) if cpu else None}
+    return {"stages": {s: latency_summary(v) for s, v in per_stage.items() if v}, "no_face": misses,
+            "cpu": latency_summary(cpu) if cpu else None}
 
 
 def _synthetic_gallery(people: int, dim: int, seed: int = 0) -> tuple[np.ndarray, Any]:
@@ -103,7 +105,7 @@ def identify_cost(dim: int, sizes: Sequence[int], repeats: int = 200) -> dict[st
             t0 = time.perf_counter()
             identify_embeddings(probe, templates, groups, top_k=5, threshold=0.5)
             samples.append((time.perf_counter() - t0) * 1e3)
-        out[str(size)] = _summary(samples)
+        out[str(size)] = latency_summary(samples)
     return out
 
 
@@ -175,6 +177,8 @@ def run_bench(model_path: str | os.PathLike, images: str | os.PathLike, *, detec
 
 
 def format_bench(result: dict[str, Any]) -> str:
+    """The text ``edgeface bench`` prints for a :func:`run_bench` result: a Markdown table of
+    median / p90 ms per stage and run, then the identify cost and peak memory."""
     dev = result["device"]
     lines = [f"device: {dev['processor']} ({dev['cpus']} cpus), Python {dev['python']}, {dev['interpreter']}",
              f"model: {result['model']} ({result['model_bytes']:,} bytes); {result['images']} images",

@@ -41,7 +41,9 @@ _checked: dict[str, Path] = {}
 
 def bundled_path(name: str) -> Optional[Path]:
     """The verified path of bundled file ``name`` (a key of ``BUNDLED``), or None when this
-    installation does not carry it (a slimmed-down package)."""
+    installation does not carry it (a slimmed-down package).
+
+    Raises :class:`ModelError` when the file is there but its sha256 is not the pinned one."""
     entry = BUNDLED[name]  # an unknown name: a ValueError naming the closest and the choices
     if name in _checked:
         return _checked[name]

@@ -62,6 +62,7 @@ def default_cache_dir() -> Path:
 
 
 def sha256_of(path: Union[str, PathLike]) -> str:
+    """The sha256 (hex) of a file's bytes, read in chunks."""
     return _digests_of(path)[0]
 
 

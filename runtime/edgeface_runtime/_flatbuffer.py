@@ -22,6 +22,9 @@ _CUSTOM_OP_CODE = 32
 
 @dataclass(frozen=True)
 class OperatorCode:
+    """One operator a model declares: TFLite builtin code (32: custom), its version, and the custom
+    op's name; ``name`` is the builtin's name as interpreters print it (``CONV_2D``)."""
+
     builtin_code: int
     version: int
     custom_code: str = ""

@@ -184,6 +184,7 @@ class ModelMetadata:
 
 
 def fingerprint_of(model_bytes: bytes) -> str:
+    """The model fingerprint: sha256 (hex) of the bare flatbuffer, as the metadata records it."""
     return hashlib.sha256(model_bytes).hexdigest()
 
 
@@ -286,6 +287,8 @@ def strip_metadata(source: PathOrBytes) -> bytes:
 
 
 def atomic_write(destination: str | PathLike, data: bytes) -> None:
+    """Write ``data`` to ``destination`` so readers see the old file or the whole new one, never a
+    part: a temporary file in the same folder, flushed to disk, then renamed over it."""
     import os
     import tempfile
 

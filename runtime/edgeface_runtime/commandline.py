@@ -112,6 +112,7 @@ def exit_codes_text() -> str:
 
 
 def log_level(verbose: bool = False, quiet: bool = False) -> int:
+    """The logging level of ``-v/--verbose`` (INFO), ``-q/--quiet`` (ERROR) or neither (WARNING)."""
     if verbose and quiet:
         raise ValueError("--verbose and --quiet contradict each other; give one")
     return logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING

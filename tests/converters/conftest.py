@@ -65,7 +65,7 @@ def faces_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path(faces_dir, tmp_path_factory) -> Path:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import save_model
 
     keras.utils.set_random_seed(0)

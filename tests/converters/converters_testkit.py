@@ -42,7 +42,7 @@ def write_faces(root: Path, identities: range, per_identity: int, *, first_sampl
 
 
 def build_tiny(embedding_size: int = 32, size: int = SIZE):
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
 
     layers = keras.layers
@@ -66,7 +66,7 @@ def build_tiny(embedding_size: int = 32, size: int = SIZE):
 
 
 def metadata_for(model, **preprocess):
-    from edgeface_runtime._metadata import ModelMetadata, Preprocess
+    from edgeface_runtime.metadata import ModelMetadata, Preprocess
 
     values = dict(input_size=(SIZE, SIZE), alignment="none")
     values.update(preprocess)
@@ -75,10 +75,9 @@ def metadata_for(model, **preprocess):
 
 
 def train_tiny(model, data_root: Path, epochs: int = 8) -> None:
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.heads import classification_head
-    from edgeface_runtime._align import center_crop
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import center_crop, load_image
 
     files = sorted(data_root.rglob("*.png"))
     names = sorted({f.parent.name for f in files})

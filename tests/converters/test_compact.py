@@ -13,7 +13,7 @@ SIZE = 24
 @pytest.fixture(scope="module")
 def int8_file() -> bytes:
     """A thin per-channel int8 network: many channels with few weights each, as in MobileNet v1 0.25."""
-    from edgeface._keras import keras, tf
+    from edgeface.keras import keras, tf
 
     keras.utils.set_random_seed(0)
     x = inputs = keras.Input((SIZE, SIZE, 3), name="image")
@@ -31,7 +31,7 @@ def int8_file() -> bytes:
 
 
 def _outputs(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    from edgeface_runtime._interpreter import select_backend
+    from edgeface_runtime import select_backend
 
     interpreter = select_backend().interpreter_class(model_content=tflite, num_threads=1)
     interpreter.allocate_tensors()

@@ -14,9 +14,8 @@ def _convert(model, faces, out, variants, **options):
 
 
 def test_check_ops_catches_the_dynamic_range_fc_v12(tiny_model_path, faces_dir, tmp_path):
-    from edgeface_runtime._errors import UnsupportedOpError
-    from edgeface_runtime._interpreter import check_ops
-    from edgeface_runtime._metadata import strip_metadata
+    from edgeface_runtime import UnsupportedOpError, check_ops
+    from edgeface_runtime.metadata import strip_metadata
 
     # Converted for current LiteRT only: per-channel dense weights, FULLY_CONNECTED v12.
     manifest = _convert(tiny_model_path, faces_dir, tmp_path / "new", "dynamic", target="ai-edge-litert-2.3")
@@ -37,7 +36,7 @@ def test_without_fine_tuning_data_the_compressed_variants_distil_on_the_calibrat
     assert manifest.inputs["fine-tuning"].startswith("the calibration crops")
     assert manifest.finetune_data["source"].startswith("calibration crops")
     # Without calibration pairs the source's thresholds are carried over, and say so.
-    from edgeface_runtime._metadata import read_metadata
+    from edgeface_runtime.metadata import read_metadata
 
     metadata = read_metadata(tmp_path / "int8.tflite")
     assert metadata.thresholds == {1e-3: 0.5} and "not recalibrated" in metadata.extra["thresholds_from"]
@@ -73,7 +72,7 @@ def test_a_variant_below_the_agreement_floor_is_failed_not_shipped(tiny_model_pa
 
 
 def test_integer_io_on_request(tiny_model_path, faces_dir, tmp_path):
-    from edgeface_runtime._embedder import Embedder
+    from edgeface_runtime import Embedder
 
     manifest = _convert(tiny_model_path, faces_dir, tmp_path, "int8", io="uint8")
     result = manifest["int8"]
@@ -84,7 +83,7 @@ def test_integer_io_on_request(tiny_model_path, faces_dir, tmp_path):
 
 
 def test_a_nested_model_is_flattened_for_tfmot(tiny_model_path, faces_dir, tmp_path):
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import load_model, save_model
     from edgeface_converters import convert
 

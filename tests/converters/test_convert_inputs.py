@@ -49,7 +49,7 @@ def test_keras3_file_is_refused_clearly(tmp_path, faces_dir):
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
     """A classifier, a training-style two-input model, a model without metadata, a size mismatch."""
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.training import save_model
 
     root = tmp_path_factory.mktemp("bad")
@@ -116,7 +116,7 @@ def test_bad_calibration_folders(tiny_model_path, faces_dir, tmp_path):
 
 def test_calibration_images_without_faces(tiny_model_path, tmp_path, detector_models_dir):
     from converters_testkit import face
-    from edgeface_runtime._detector import FaceDetector
+    from edgeface_runtime import FaceDetector
 
     detector = FaceDetector.from_path(detector_models_dir / "face_detection_short_range.tflite")
     patterns = _write(tmp_path / "patterns", [face(i, 0, size=128) for i in range(12)])
@@ -145,7 +145,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
 
 
 def test_finetune_data_of_another_size(tiny_model_path, faces_dir, tmp_path):
-    from edgeface._keras import tf
+    from edgeface.keras import tf
     from edgeface_converters import FineTuneData
 
     images = tf.zeros((8, 48, 48, 3))

@@ -40,7 +40,7 @@ def converted(tiny_model_path, faces_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fresh_crops():
-    from edgeface_runtime._align import center_crop
+    from edgeface_runtime import center_crop
 
     return np.stack([center_crop(face(i, 300 + j), (SIZE, SIZE)) for i in range(IDENTITIES) for j in range(2)])
 
@@ -58,7 +58,7 @@ def test_every_variant_is_built_and_passes_its_checks(converted):
 
 def test_runtime_embeddings_agree_with_keras(converted, tiny_model_path, fresh_crops):
     from edgeface.training import load_model
-    from edgeface_runtime._embedder import Embedder
+    from edgeface_runtime import Embedder
 
     manifest, out, _ = converted
     model, metadata = load_model(tiny_model_path)
@@ -74,8 +74,8 @@ def test_runtime_embeddings_agree_with_keras(converted, tiny_model_path, fresh_c
 
 def test_metadata_and_ops_of_every_file(converted, tiny_model_path):
     from edgeface.training import read_keras_metadata
-    from edgeface_runtime._interpreter import check_ops
-    from edgeface_runtime._metadata import read_metadata, strip_metadata
+    from edgeface_runtime import check_ops
+    from edgeface_runtime.metadata import read_metadata, strip_metadata
 
     manifest, out, _ = converted
     source = read_keras_metadata(tiny_model_path)

@@ -9,7 +9,7 @@ from converters_testkit import build_tiny
 
 
 def _with_dropout():
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
 
     inputs = keras.Input((8,))
@@ -32,7 +32,7 @@ def test_copy_for_finetuning_computes_the_inference_function_in_training_mode():
 
 
 def test_distillation_only_pulls_a_perturbed_model_back_to_the_source():
-    from edgeface._keras import keras, tf
+    from edgeface.keras import keras, tf
     from edgeface_converters import FineTuneData
     from edgeface_converters._finetune import FineTuneOptions, finetune
     from edgeface_converters._model import copy_model
@@ -76,7 +76,7 @@ def test_pruning_reaches_its_target_by_two_thirds_of_the_steps():
 
 
 def test_pruning_leaves_the_smallest_layers_dense_and_prunes_the_rest():
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
     from edgeface_converters._pruning import apply_pruning, layers_to_prune
 
@@ -115,7 +115,7 @@ def test_block_mask_prunes_the_weakest_runs_of_input_channels_per_output_channel
 
 
 def test_block_pruning_keeps_its_masks_through_finetuning_updates():
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface_converters._pruning import apply_pruning
 
     inputs = keras.Input((4, 4, 16))

@@ -18,8 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def _crops(folder) -> np.ndarray:
-    from edgeface_runtime._align import center_crop
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import center_crop, load_image
 
     files = sorted(folder.rglob("*.png"))
     return (np.stack([center_crop(load_image(f), (SIZE, SIZE)) for f in files]).astype(np.float32) - 127.5) / 127.5
@@ -28,7 +27,7 @@ def _crops(folder) -> np.ndarray:
 def _mean_heavy_model(x: np.ndarray, gamma: float = 0.25, beta: float = 4.0):
     """The tiny network with the stem's ReLU6 output at ``beta ± gamma`` and every BatchNorm's
     statistics set to what the data gives (as fine-tuning on a narrow domain leaves them)."""
-    from edgeface._keras import keras
+    from edgeface.keras import keras
 
     keras.utils.set_random_seed(0)
     model = build_tiny()

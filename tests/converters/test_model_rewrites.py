@@ -10,7 +10,7 @@ from converters_testkit import build_tiny
 
 def _nested():
     """A backbone model called inside the embedding model, and a Sequential head: as users build them."""
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
 
     layers = keras.layers
@@ -44,7 +44,7 @@ def test_flatten_inlines_nested_models_exactly():
 
 
 def test_flatten_refuses_a_nested_model_called_twice():
-    from edgeface._keras import keras
+    from edgeface.keras import keras
     from edgeface.layers import L2Normalize
     from edgeface_converters._model import flatten
 

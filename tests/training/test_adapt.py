@@ -202,7 +202,7 @@ class _HeldPeople:
 def test_held_out_pairs_flags_shared_folds_and_passes_other_warnings_on(monkeypatch):
     import warnings
 
-    import edgeface_runtime._metrics as metrics
+    import edgeface_runtime.metrics as metrics
     from edgeface._adapt import _held_out_pairs
 
     # Only one person with several photos: two folds cannot each have their own same-person pairs.

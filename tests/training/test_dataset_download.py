@@ -31,7 +31,7 @@ from edgeface._datasets import (
     resolve_lfw,
     resolve_weights,
 )
-from edgeface_runtime._errors import DownloadError
+from edgeface_runtime import DownloadError
 
 PEOPLE, PER_PERSON = 6, 3
 

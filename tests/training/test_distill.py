@@ -22,7 +22,7 @@ def _tiny_teacher(path: Path, embedding_size: int = 16, seed: int = 7) -> Path:
     from edgeface._heads import embedding_head
     from edgeface._keras import keras
     from edgeface.training import save_model
-    from edgeface_runtime._metadata import ModelMetadata, Preprocess
+    from edgeface_runtime.metadata import ModelMetadata, Preprocess
 
     keras.utils.set_random_seed(seed)
     backbone = build_backbone("tiny", weights=None, input_size=(SIZE, SIZE))
@@ -378,7 +378,7 @@ def test_dlib_teacher_tells_lfw_people_apart(tmp_path):
     if not home or not (Path(home) / "lfw" / "pairs.txt").is_file():
         pytest.skip("needs LFW: set EDGEFACE_DATA_HOME to the folder holding lfw/")
     from edgeface.teachers import load_teacher
-    from edgeface_runtime._metrics import read_pairs
+    from edgeface_runtime.metrics import read_pairs
 
     lfw = Path(home) / "lfw"
     pairs = read_pairs(lfw / "pairs.txt")[:10] + read_pairs(lfw / "pairs.txt")[300:310]  # fold 1: 10 same, 10 not

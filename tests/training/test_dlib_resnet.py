@@ -158,8 +158,8 @@ def test_architecture_builds_flat_with_named_blocks_without_a_file():
 
 def test_dlib_preprocess_names_a_runtime_template():
     from edgeface._dlib_resnet import DLIB_PREPROCESS
-    from edgeface_runtime._align import template_points
-    from edgeface_runtime._metadata import Preprocess
+    from edgeface_runtime import template_points
+    from edgeface_runtime.metadata import Preprocess
 
     assert Preprocess.from_dict(DLIB_PREPROCESS.to_dict()) == DLIB_PREPROCESS
     points = template_points(DLIB_PREPROCESS.alignment, DLIB_PREPROCESS.input_size)

@@ -42,7 +42,7 @@ def test_evaluate_tflite_through_the_runtime(lfw_run, mini_lfw, tmp_path):
     from edgeface._keras import tf
     from edgeface.evaluation import evaluate
     from edgeface.training import load_model
-    from edgeface_runtime._metadata import read_metadata, write_metadata
+    from edgeface_runtime.metadata import read_metadata, write_metadata
 
     model, metadata = load_model(lfw_run.model_path)
     flat = tf.lite.TFLiteConverter.from_keras_model(model).convert()

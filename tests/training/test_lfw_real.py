@@ -23,8 +23,7 @@ def test_a_few_steps_on_a_real_lfw_subset(tmp_path):
     from edgeface.data import load_lfw
     from edgeface.training import TrainConfig, load_model, train
     from edgeface.data import to_model_input
-    from edgeface_runtime._align import center_crop
-    from edgeface_runtime._images import load_image
+    from edgeface_runtime import center_crop, load_image
 
     root = _lfw_root()
     full, pairs = load_lfw(root)

@@ -24,8 +24,7 @@ class BrightFaceDetector:
     min_score = 0.5
 
     def detect(self, rgb):
-        from edgeface_runtime._align import template_points
-        from edgeface_runtime._detector import Face
+        from edgeface_runtime import Face, template_points
 
         array = np.asarray(rgb)
         if array.mean() < 100:

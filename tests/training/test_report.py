@@ -31,8 +31,8 @@ def run(tmp_path_factory):
     from edgeface._keras import keras
     from edgeface._modelio import save_model
     from edgeface.layers import L2Normalize
-    from edgeface_converters._convert import convert
-    from edgeface_runtime._metadata import ModelMetadata, Preprocess
+    from edgeface_converters import convert
+    from edgeface_runtime.metadata import ModelMetadata, Preprocess
 
     root = tmp_path_factory.mktemp("report")
     train_faces = make_dataset(root / "train_faces", identities=TRAIN_PEOPLE, per_identity=4)  # person_00..03
