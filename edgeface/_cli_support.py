@@ -20,7 +20,6 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence
 
-import click
 import typer
 from edgeface_runtime.commandline import (console_logging, error_line, exit_code_for, exit_codes_text, log_level,
                                           quiet_native_logs, wants_verbose)
@@ -61,6 +60,7 @@ def pick_models(arguments: Optional[List[Path]], options: Optional[List[Path]]) 
 
 
 CONFIG_HELP = "TOML file of {what} options (flags override it)."
+_CONTEXT = "_typer_context"
 
 
 def option_parameters(options_type: type) -> list[inspect.Parameter]:
@@ -129,13 +129,14 @@ def options_command(options_type: type, *, what: str,
     fields = {option_info(f).cli_name or f.name: f for f in option_fields(options_type) if option_info(f).on_cli}
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(command, eval_str=True)
+        signature = inspect.signature(command)
         if "options" not in signature.parameters:
             raise TypeError(f"{command.__name__} takes no 'options' parameter to derive flags for")
         config_option = inspect.Parameter(
             "config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
             default=typer.Option(None, "--config", help=CONFIG_HELP.format(what=what)))
-        parameters: list[inspect.Parameter] = []
+        # typer hands the command's context to a parameter annotated typer.Context (it is no flag).
+        parameters = [inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
         if config_argument:
             parameters.append(inspect.Parameter(
                 "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
@@ -144,13 +145,15 @@ def options_command(options_type: type, *, what: str,
             if parameter.name == "options":
                 parameters += option_parameters(options_type) + [config_option]
             else:
-                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY,
+                                                    annotation=_resolved(parameter.annotation, command)))
 
         @functools.wraps(command)
         def wrapper(**values: Any) -> Any:
+            context = values.pop(_CONTEXT)
             config = _one_config(values.pop("config", None), values.pop("config_file"))
             flags = {name: values.pop(name) for name in fields}
-            return command(**values, options=build_options(options_type, config, flags, fields))
+            return command(**values, options=build_options(options_type, config, flags, fields, context))
 
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -160,6 +163,13 @@ def options_command(options_type: type, *, what: str,
     return decorate
 
 
+def _resolved(annotation: Any, command: Callable[..., Any]) -> Any:
+    # Annotations are text under ``from __future__ import annotations``; the command's module
+    # names them (as inspect.signature(eval_str=True) would, but without the options parameter,
+    # whose dataclass may be local to the caller).
+    return eval(annotation, getattr(command, "__globals__", {})) if isinstance(annotation, str) else annotation
+
+
 def _one_config(argument: Optional[Path], option: Optional[Path]) -> Optional[Path]:
     if argument is not None and option is not None and Path(argument) != Path(option):
         raise ValueError(f"two config files given: {argument} and --config {option}; give one")
@@ -167,16 +177,19 @@ def _one_config(argument: Optional[Path], option: Optional[Path]) -> Optional[Pa
 
 
 def build_options(options_type: type, config: Optional[Path], flags: dict[str, Any],
-                  fields: dict[str, dataclasses.Field]) -> Any:
-    """``options_type`` from the TOML file ``config`` (if any) and the flags given on the command line."""
-    context = click.get_current_context(silent=True)
+                  fields: dict[str, dataclasses.Field], context: Any = None) -> Any:
+    """``options_type`` from the TOML file ``config`` (if any) and the flags given on the command line.
+
+    ``context`` is the command's typer context: with it, only flags typed on the command line
+    count (a flag at its default leaves the file's value); without it, every flag not None does.
+    """
     given: dict[str, Any] = {}
     for name, value in flags.items():
-        source = context.get_parameter_source(name) if context is not None else None
-        if context is not None and source in (None, click.core.ParameterSource.DEFAULT,
-                                              click.core.ParameterSource.DEFAULT_MAP):
-            continue
-        if context is None and value is None:
+        if context is not None:
+            source = context.get_parameter_source(name)
+            if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+                continue
+        elif value is None:
             continue
         info = option_info(fields[name])
         if info.parse is not None:

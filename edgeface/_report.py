@@ -87,7 +87,7 @@ class ReportOptions(OptionsLoading):
                    "recorded).")
     images: str | os.PathLike[str] | None = option(None, help="Image root the pairs' paths are relative to.")
     folds: str | Sequence[int] | None = option(
-        DEFAULT_FOLDS, cli_type=str, cli_default=DEFAULT_FOLDS, parse=parse_folds,
+        DEFAULT_FOLDS, cli_type=str,
         help="Folds of --pairs to report: 'auto' (6-10 of LFW's 10-fold pairs.txt, else every fold of the file), "
              "'all', a range (6-10) or a list (1,2,3).")
     dataset: str | os.PathLike[str] | None = option(
@@ -113,6 +113,11 @@ class ReportOptions(OptionsLoading):
     dataset_folds: int = DEFAULT_DATASET_FOLDS  # folds the generated pairs of ``dataset`` are split into
     people: Sequence[str] | None = None  # only these sub-folders of ``dataset`` (e.g. the ones training held out)
     max_unreadable: float | None = None  # fraction of images that may fail to decode (None: the data default)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folds, str):  # "6-10", "1,2,3", "all" (None), as the flag and TOML files write them
+            parsed = parse_folds(self.folds)
+            self.folds = tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 # --------------------------------------------------------------------------- results
@@ -743,7 +748,7 @@ def build_report(
     opts = merged(ReportOptions, options, "report", **keywords)
     pairs, images, dataset, people, no_face = opts.pairs, opts.images, opts.dataset, opts.people, opts.no_face
     latency_runs, tolerance, detector, out_dir = opts.latency_runs, opts.tolerance, opts.detector, opts.out
-    folds = parse_folds(opts.folds) if isinstance(opts.folds, str) else opts.folds
+    folds = opts.folds
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"latency_runs must be a whole number >= 0 (0 skips timing), got {latency_runs!r}")
     if not isinstance(tolerance, (int, float)) or not 0.0 <= float(tolerance) <= 100.0:
