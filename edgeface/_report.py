@@ -748,7 +748,7 @@ def build_report(
     opts = merged(ReportOptions, options, "report", **keywords)
     pairs, images, dataset, people, no_face = opts.pairs, opts.images, opts.dataset, opts.people, opts.no_face
     latency_runs, tolerance, detector, out_dir = opts.latency_runs, opts.tolerance, opts.detector, opts.out
-    folds = opts.folds
+    folds: Any = opts.folds  # folds, None (all) or "auto", as _protocol takes them
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"latency_runs must be a whole number >= 0 (0 skips timing), got {latency_runs!r}")
     if not isinstance(tolerance, (int, float)) or not 0.0 <= float(tolerance) <= 100.0:

@@ -157,7 +157,7 @@ class TrainConfig(OptionsLoading):
     weights: str | None = _flag(  # ImageNet for Keras applications, the source's file for face models
         "pretrained", help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
                            "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file).")
-    input_size: tuple[int, int] | int = _flag((112, 112), cli_type=str, parse=_parse_size, help="Input size: N or HxW.")
+    input_size: tuple[int, int] = _flag((112, 112), cli_type=str, parse=_parse_size, help="Input size: N or HxW.")
     embedding_size: int = _flag(128, help="Embedding dimension.")
     embedding_style: str = _flag("standard", help="Embedding head: standard (average pooling), gdc (global depthwise "
                                                   "conv, MobileFaceNet) or seed.")
@@ -271,6 +271,8 @@ class TrainConfig(OptionsLoading):
         """Options from a mapping (top-level keys or a ``train`` table): unknown keys and wrong types are
         ValueErrors; every key given counts as set, so a recipe does not replace it."""
         data = dict(data["train"]) if isinstance(data.get("train"), Mapping) else dict(data)
+        if "input_size" in data:  # one number (input_size = 112) is a square
+            data["input_size"] = _size(data["input_size"])
         values = checked(cls, data, cls._what)
         return cls(**values, given=tuple(values))
 
