@@ -5,6 +5,9 @@
 ...                    calibration="faces/crops", data="faces/train", calibration_pairs="lfw/pairs.txt")
 >>> print(format_table(manifest))
 
+The options are one dataclass, :class:`ConvertOptions` (the same keywords, also read from a TOML
+file with :meth:`ConvertOptions.from_toml`): ``convert(model, options=ConvertOptions(...))``.
+
 One table, :data:`VARIANTS`, names every variant (float32, float16, dynamic, int8, and the
 tfmot recipes pruned-/clustered-/qat-int8 and their combinations). Every file written has
 loaded in the runtime's interpreter, uses only operators the ``target`` interpreter has
@@ -23,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 from ._data import FineTuneData
 from ._manifest import Manifest, VariantResult, format_table, read_manifest
 from ._model import kernel_sparsity
+from ._options import ConvertOptions
 from ._variants import DEFAULT_TARGET, TARGETS, VARIANTS, Target, Variant, parse_variants, variants_markdown
 
 __all__ = [
+    "ConvertOptions",
     "DEFAULT_TARGET",
     "FineTuneData",
     "Manifest",

@@ -20,16 +20,17 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from edgeface.options import merged
 from edgeface_runtime.metadata import ModelMetadata
 
 from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
+from ._options import CompressionOptions, ConvertOptions
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
-from ._variants import (DEFAULT_PRUNE_BLOCK, DEFAULT_TARGET, IO_TYPES, MAX_AUC_DROP_FINETUNED, MIN_COSINE,
-                        PRUNE_BLOCK_WITH_PAIRS, VARIANTS,
+from ._variants import (DEFAULT_PRUNE_BLOCK, IO_TYPES, MAX_AUC_DROP_FINETUNED, PRUNE_BLOCK_WITH_PAIRS, VARIANTS,
                         Target, Variant, get_target, parse_variants)
 
 logger = logging.getLogger(__name__)
@@ -43,15 +44,22 @@ def _far_key(far: float) -> str:
 
 # Each compression step as its apply/strip pair: apply(model, options, steps before) ->
 # (wrapped model, callbacks for the fine-tuning loop); strip(wrapped, steps before) -> model.
-_STEP_PAIRS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "prune": (lambda model, options, after: _pruning.apply_pruning(model, options["sparsity"], options["steps"],
-                                                                 options["prune_block"], options["layer_sparsity"]),
-              lambda model, after: _pruning.strip_pruning(model)),
-    "cluster": (lambda model, options, after: _clustering.apply_clustering(model, options["clusters"],
-                                                                            preserve_sparsity="prune" in after),
-                lambda model, after: _clustering.strip_clustering(model)),
-    "qat": (lambda model, options, after: _qat.apply_qat(model, after=after),
-            lambda model, after: _qat.strip_qat(model, after=after)),
+def _apply_pruning(model: Any, options: CompressionOptions, after: tuple[str, ...]) -> Any:
+    return _pruning.apply_pruning(model, options.sparsity, options.steps, options.prune_block, options.layer_sparsity)
+
+
+def _apply_clustering(model: Any, options: CompressionOptions, after: tuple[str, ...]) -> Any:
+    return _clustering.apply_clustering(model, options.clusters, preserve_sparsity="prune" in after)
+
+
+def _apply_qat(model: Any, options: CompressionOptions, after: tuple[str, ...]) -> Any:
+    return _qat.apply_qat(model, after=after)
+
+
+_STEP_PAIRS: dict[str, tuple[Callable[[Any, CompressionOptions, tuple[str, ...]], Any], Callable[..., Any]]] = {
+    "prune": (_apply_pruning, lambda model, after: _pruning.strip_pruning(model)),
+    "cluster": (_apply_clustering, lambda model, after: _clustering.strip_clustering(model)),
+    "qat": (_apply_qat, lambda model, after: _qat.strip_qat(model, after=after)),
 }
 
 
@@ -66,12 +74,13 @@ class _Built:
 class _Run:
     def __init__(self, *, source: Any, metadata: ModelMetadata, input_size: tuple[int, int], target: Target,
                  calibration: _data.CalibrationSet, pairs: _data.PairSet | None, data: _data.FineTuneData | None,
-                 flat: Any, flat_error: str, options: dict[str, Any], fars: Sequence[float], min_cosine: float,
-                 stack: contextlib.ExitStack, staging: Path):
+                 flat: Any, flat_error: str, options: ConvertOptions, prune_block: int, stack: contextlib.ExitStack,
+                 staging: Path):
         self.source, self.metadata, self.input_size, self.target = source, metadata, input_size, target
         self.calibration, self.pairs, self.data = calibration, pairs, data
         self.flat, self.flat_error = flat, flat_error
-        self.options, self.fars, self.min_cosine = options, tuple(fars), min_cosine
+        self.options, self.prune_block = options, prune_block
+        self.fars, self.min_cosine = tuple(options.fars), options.min_cosine
         self.stack, self.staging = stack, staging
         self.reference = _validate.keras_embed(source, calibration.held_out)
         self.built: dict[tuple[str, ...], _Built | Exception] = {}
@@ -81,9 +90,14 @@ class _Run:
         self._source_auc: float | None = None
 
     def finetune_options(self, step: str) -> _finetune.FineTuneOptions:
-        return _finetune.FineTuneOptions.for_step(step, self.options["finetune_steps"], self.options["learning_rate"],
-                                                  distill_weight=self.options["distill_weight"],
-                                                  task_weight=self.options["task_weight"])
+        return _finetune.FineTuneOptions.for_step(step, self.options.finetune_steps, self.options.learning_rate,
+                                                  distill_weight=self.options.distill_weight,
+                                                  task_weight=self.options.task_weight)
+
+    def recorded_options(self, names: Sequence[str]) -> dict[str, Any]:
+        """The values of the options ``names`` as the manifest records them for a variant."""
+        values = {"target": self.target.name, "prune_block": self.prune_block}
+        return {name: values.get(name, getattr(self.options, name)) for name in names}
 
     # -- compression steps -------------------------------------------------------------
 
@@ -109,8 +123,10 @@ class _Run:
         data = self.data
         if data is None:  # convert() leaves out (skips) the fine-tuned variants when it has no data
             raise ValueError(f"{'+'.join(steps)} fine-tunes, and there is no fine-tuning data (pass data=)")
-        wrapped, callbacks = apply(_model.copy_model(before.model), {**self.options, "steps": finetune_options.steps},
-                                   after)
+        compression = CompressionOptions(sparsity=self.options.sparsity, prune_block=self.prune_block,
+                                          clusters=self.options.clusters, steps=finetune_options.steps,
+                                          layer_sparsity=_pruning.parse_layer_sparsity(self.options.layer_sparsity))
+        wrapped, callbacks = apply(_model.copy_model(before.model), compression, after)
         if self.centres is None and finetune_options.task_weight > 0:  # same data and teacher: imprint once
             self.centres = _finetune.class_centres(data, self.source, finetune_options.imprint_batches)
         stats = _finetune.finetune(wrapped, data, self.source, finetune_options, callbacks, centres=self.centres)
@@ -134,8 +150,7 @@ class _Run:
 
     def build(self, variant: Variant) -> VariantResult:
         start = time.perf_counter()
-        options = {k: self.options[k] for k in variant.options if k in self.options}
-        result = VariantResult(variant.name, variant.technique, options=options)
+        result = VariantResult(variant.name, variant.technique, options=self.recorded_options(variant.options))
         if variant.needs_data and self.data is None:
             result.status = "skipped"
             result.reason = ("task_weight > 0 needs labelled fine-tuning data for " + " + ".join(variant.steps) +
@@ -146,17 +161,17 @@ class _Run:
             return result
         built = self.compressed(variant.steps)
         result.finetune = built.finetune
-        io = self.options["io"] if variant.quantization == "int8" else "float32"
+        io = self.options.io if variant.quantization == "int8" else "float32"
         model = built.model
         # QAT models carry their own quantization ranges; every other full-int8 file rounds
         # weights the model never saw rounded, and the correction removes the mean error.
-        if variant.quantization == "int8" and "qat" not in variant.steps and self.options["bias_correction"]:
+        if variant.quantization == "int8" and "qat" not in variant.steps and self.options.bias_correction:
             model, result.bias_correction = self.corrected(built.model)
         tflite = _ptq.convert(self.exported(model), variant.quantization,
                               representative=self.calibration.representative, io=io,
                               per_channel_dense=self.target.per_channel_dense,
                               quantization_aware="qat" in variant.steps)
-        tflite = _compact.compact(tflite, keep_tensor_names=self.options["keep_tensor_names"])
+        tflite = _compact.compact(tflite, keep_tensor_names=self.options.keep_tensor_names)
         self.check(variant, tflite, built.model, io, result)
         result.seconds = round(time.perf_counter() - start, 2)
         return result
@@ -258,25 +273,17 @@ def _pair_scores(embeddings: np.ndarray, pairs: _data.PairSet) -> np.ndarray:
 
 
 def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-            variants: str | Iterable[str] = "auto", *,
-            calibration: str | os.PathLike | _data.CalibrationSet | None = None,
-            data: str | os.PathLike | _data.FineTuneData | None = None,
-            calibration_pairs: str | os.PathLike | None = None, pairs_root: str | os.PathLike | None = None,
-            pairs_folds: Sequence[int] | None = None, use_card: bool = True,
-            target: str = DEFAULT_TARGET, sparsity: float = 0.5, prune_block: int | None = None,
-            layer_sparsity: Mapping[str, float] | Sequence[str] | str | None = None,
-            clusters: int = 16, io: str = "float32",
-            finetune_steps: int | None = None, learning_rate: float | None = None, distill_weight: float = 1.0,
-            task_weight: float = 0.0, batch_size: int = 32, bias_correction: bool = True,
-            keep_tensor_names: bool = False, fars: Sequence[float] = (1e-3,),
-            min_cosine: float = MIN_COSINE,
-            metadata: ModelMetadata | None = None, face_detector: Any = "auto", max_calibration_images: int = 500,
-            seed: int | None = 0, progress: Progress | None = None) -> Manifest:
+            variants: str | Iterable[str] | None = None, *, options: ConvertOptions | None = None,
+            metadata: ModelMetadata | None = None, face_detector: Any = "auto", progress: Progress | None = None,
+            **keywords: Any) -> Manifest:
     """Convert ``model_path`` into ``variants`` under ``out_dir`` and return the manifest written there.
 
     model_path: an edgeface ``model.keras`` (tf-keras, ending in L2Normalize, metadata inside;
         ``metadata=`` supplies it for a plain Keras file). Every input left None comes from the
         training card beside it (``use_card``; :func:`edgeface.data.training_data`): the faces it trained on.
+    options: a :class:`ConvertOptions` (every option's default and one-line help live there); the
+        keyword form ``convert(model, out, variants, sparsity=0.3, ...)`` is the same call: the
+        positional ``out_dir``/``variants`` and every keyword set that option of ``options``.
     out_dir: default ``variants/`` beside the model.
     variants: ``"auto"`` (the post-training variants, plus pruned-int8 when fine-tuning data is at
         hand; the rest are listed as skipped, with why), ``"all"``, ``"int8,float16"`` or a list of
@@ -284,7 +291,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     calibration: folder of face crops (or a ``CalibrationSet``); default: up to
         ``max_calibration_images`` of the training images, cropped as training cropped them. 1 in 5
         is held out for the agreement check, the rest calibrate int8. ``face_detector``: "auto"
-        (the detector the card names, else the runtime's), None skips the face check, or a FaceDetector.
+        (``detector``, a BlazeFace ``.tflite``, if given, else the detector the card names, else
+        the runtime's), None skips the face check, or a FaceDetector.
     data: fine-tuning data for the pruned/clustered/QAT variants: a folder with one sub-folder per
         person, or a :class:`FineTuneData`; default: the training card's people. Fine-tuning
         distils the source model (no labels are read when ``task_weight`` is 0), on these images
@@ -295,7 +303,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     target: the oldest interpreter every file must load on (``TARGETS``).
     sparsity, clusters: pruning target and clusters per layer. io: int8 variants' I/O type.
     layer_sparsity: per-layer pruning targets by layer-name pattern, overriding ``sparsity``
-        (``{"sface_fc": 0.95}`` or ``["sface_fc=0.95"]``; 0 keeps a layer dense; ``_pruning.sparsity_plan``).
+        (``{"sface_fc": 0.95}`` or ``["sface_fc=0.95"]``; 0 keeps a layer dense).
     prune_block: weights pruned together, consecutive input channels of one output channel (1:
         each on its own); whole runs of zeros compress better in the file (``_pruning``). Default:
         4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
@@ -320,27 +328,33 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     manifest, not raised.
     """
     started = time.perf_counter()
+    given = {"out": out_dir, "variants": variants}
+    opts = merged(ConvertOptions, options, "convert", **{k: v for k, v in given.items() if v is not None}, **keywords)
+    variants, calibration, data = opts.variants, opts.calibration, opts.data
+    calibration_pairs, seed, task_weight = opts.calibration_pairs, opts.seed, opts.task_weight
+    batch_size, max_images = opts.batch_size, opts.max_calibration_images
     auto = isinstance(variants, str) and variants == "auto"
     chosen = [] if auto else parse_variants(variants)
-    target_spec = get_target(target)
-    if io not in IO_TYPES:
-        raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {io!r}")
-    if not 0.0 < float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be a fraction between 0 and 1, got {sparsity!r}")
-    layer_sparsity = _pruning.parse_layer_sparsity(layer_sparsity)
-    if prune_block is not None:
-        prune_block = _pruning.check_block(prune_block)
-    if int(clusters) < 2:
-        raise ValueError(f"clusters must be at least 2, got {clusters!r}")
-    for far in fars:
+    target_spec = get_target(opts.target)
+    if opts.io not in IO_TYPES:
+        raise ValueError(f"io must be one of {', '.join(IO_TYPES)}, got {opts.io!r}")
+    if not 0.0 < float(opts.sparsity) < 1.0:
+        raise ValueError(f"sparsity must be a fraction between 0 and 1, got {opts.sparsity!r}")
+    prune_block = None if opts.prune_block is None else _pruning.check_block(opts.prune_block)
+    layer_sparsity = _pruning.parse_layer_sparsity(opts.layer_sparsity)
+    if int(opts.clusters) < 2:
+        raise ValueError(f"clusters must be at least 2, got {opts.clusters!r}")
+    for far in opts.fars:
         if not 0.0 < float(far) < 1.0:
             raise ValueError(f"FAR values must be between 0 and 1, got {far!r}")
     for step in _finetune.STEP_DEFAULTS:  # validates them early
-        _finetune.FineTuneOptions.for_step(step, finetune_steps, learning_rate, distill_weight=distill_weight,
-                                           task_weight=task_weight)
-    out = Path(out_dir) if out_dir is not None else Path(model_path).parent / "variants"
+        _finetune.FineTuneOptions.for_step(step, opts.finetune_steps, opts.learning_rate,
+                                           distill_weight=opts.distill_weight, task_weight=task_weight)
+    out = Path(opts.out) if opts.out is not None else Path(model_path).parent / "variants"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder for the .tflite files and manifest.json")
+    if face_detector == "auto" and opts.detector is not None:
+        face_detector = _detector_file(opts.detector)
 
     source, meta = _model.load_source(model_path, metadata)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
@@ -350,7 +364,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     input_size = _model.input_size(source, meta)
     inputs: dict[str, str] = {}
     recorded = None
-    if use_card and (calibration is None or data is None or calibration_pairs is None):
+    if opts.use_card and (calibration is None or data is None or calibration_pairs is None):
         try:
             recorded = _recorded(model_path)
         except ValueError as exc:  # the card's data moved: fatal only when it was to supply the calibration
@@ -364,11 +378,11 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
     if isinstance(calibration, _data.CalibrationSet):
         calib, inputs["calibration"] = calibration, f"given ({calibration.source})"
     elif calibration is not None:
-        calib = _data.load_calibration(calibration, meta.preprocess, max_images=max_calibration_images,
+        calib = _data.load_calibration(calibration, meta.preprocess, max_images=max_images,
                                        face_detector=detector)
         inputs["calibration"] = f"--calibration {calibration}"
     elif recorded is not None:
-        calib = _data.calibration_from_dataset(recorded.dataset, meta.preprocess, max_images=max_calibration_images,
+        calib = _data.calibration_from_dataset(recorded.dataset, meta.preprocess, max_images=max_images,
                                                detector=detector)
         inputs["calibration"] = f"{calib.source} (training card {recorded.card})"
     else:
@@ -376,8 +390,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
                          "trained on; pass --calibration DIR (a few hundred face crops like the device will see)")
     pairs = None
     if calibration_pairs is not None:
-        pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=pairs_root, detector=detector,
-                                 folds=pairs_folds)
+        pairs = _data.load_pairs(calibration_pairs, meta.preprocess, image_root=opts.pairs_root, detector=detector,
+                                 folds=opts.pairs_folds)
         inputs["pairs"] = f"--calibration-pairs {calibration_pairs}"
     elif recorded is not None and recorded.validation is not None:
         pairs = _data.generated_pairs(recorded.validation, meta.preprocess, detector=detector,
@@ -430,25 +444,25 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         except ValueError as exc:
             flat_error = str(exc)
     if flat is not None and layer_sparsity and any("prune" in VARIANTS[n].steps for n in fine_tuned):
-        _pruning.sparsity_plan(flat, sparsity, layer_sparsity)  # a pattern naming no layer fails before any work
+        _pruning.sparsity_plan(flat, opts.sparsity, layer_sparsity)  # a pattern naming no layer fails before any work
 
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     if prune_block is None:  # runs of zeros when thresholds are recalibrated on pairs, else single weights
         prune_block = PRUNE_BLOCK_WITH_PAIRS if pairs is not None else DEFAULT_PRUNE_BLOCK
-    options = {"sparsity": float(sparsity), "layer_sparsity": layer_sparsity, "prune_block": prune_block,
-               "clusters": int(clusters), "io": io,
-               "target": target_spec.name,
-               "finetune_steps": None if finetune_steps is None else int(finetune_steps),
-               "learning_rate": None if learning_rate is None else float(learning_rate),
-               "distill_weight": float(distill_weight), "task_weight": float(task_weight),
-               "bias_correction": bool(bias_correction), "keep_tensor_names": bool(keep_tensor_names)}
+    # The values as checked above, so the manifest records numbers, not whatever type was passed.
+    resolved = replace(opts, sparsity=float(opts.sparsity), layer_sparsity=layer_sparsity, clusters=int(opts.clusters),
+                       target=target_spec.name,
+                       finetune_steps=None if opts.finetune_steps is None else int(opts.finetune_steps),
+                       learning_rate=None if opts.learning_rate is None else float(opts.learning_rate),
+                       distill_weight=float(opts.distill_weight), task_weight=float(task_weight),
+                       bias_correction=bool(opts.bias_correction), keep_tensor_names=bool(opts.keep_tensor_names))
     results: list[VariantResult] = []
     try:
         with contextlib.ExitStack() as stack:
             run = _Run(source=source, metadata=meta, input_size=input_size, target=target_spec, calibration=calib,
-                       pairs=pairs, data=finetune_data, flat=flat, flat_error=flat_error, options=options,
-                       fars=fars, min_cosine=min_cosine, stack=stack, staging=staging)
+                       pairs=pairs, data=finetune_data, flat=flat, flat_error=flat_error, options=resolved,
+                       prune_block=prune_block, stack=stack, staging=staging)
             for variant in unrequested:
                 results.append(VariantResult(variant.name, variant.technique, status="skipped",
                                              reason=_not_by_default(variant)))
@@ -539,6 +553,12 @@ def _recorded(model_path: Any) -> Any:
     from edgeface.data import training_data
 
     return training_data(model_path)
+
+
+def _detector_file(path: str | os.PathLike) -> Any:
+    from edgeface_runtime import FaceDetector
+
+    return FaceDetector.from_path(path)
 
 
 def _detector(choice: Any, recorded: Path | None = None) -> Any:

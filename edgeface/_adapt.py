@@ -20,19 +20,21 @@ only, before and after, for each ``k`` and seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from edgeface_runtime.metadata import ModelMetadata
 
 from ._modelio import atomic_write_text
+from ._options import OptionsLoading, option
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,16 @@ NO_THRESHOLD_NOTE = ("NO THRESHOLD: the adapted model carries no calibrated thre
                      "(`edgeface convert --calibration-pairs`), or on the device (`edgeface calibrate -g GALLERY`)")
 
 
+def _augment_flag(on: bool) -> dict[str, Any] | None:
+    return {} if on else None  # --augment: Augment's defaults; --no-augment: none
+
+
+# Most of adapt's flags show no default in --help (as before the flags were derived from here).
+_flag = functools.partial(option, show_default=False)
+
+
 @dataclass
-class AdaptConfig:
+class AdaptConfig(OptionsLoading):
     """Settings of one adaptation run (the defaults are the ones measured on ORL, see the README).
 
     ``steps`` optimisation steps of ``batch_size`` images at learning rate ``lr`` (cosine
@@ -64,28 +74,30 @@ class AdaptConfig:
     defaults; ``None``: no augmentation).
     """
 
-    head: str = "cosface"
-    scale: float = 32.0
-    margin: float = 0.35
-    steps: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    unfreeze: int | str = 0
-    anchor_weight: float = 1.0
-    bn_stats: str = "head"
-    augment: dict | None = field(default_factory=dict)
-    seed: int = 0
-    max_unreadable: float = 0.05
-    detector: str | None = None
-    no_face: str = "skip"  # aligned models: images without a detected face are left out ("center": centre-cropped)
+    _what: ClassVar[str] = "adaptation"
+    _table: ClassVar[str | None] = "adapt"
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AdaptConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown adaptation option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(data))
+    head: str = _flag("cosface", help="Margin head: arcface or cosface.")
+    scale: float = _flag(32.0, help="Margin head scale.")
+    margin: float = _flag(0.35, help="Margin head margin.")
+    steps: int = _flag(100, help="Optimisation steps.")
+    batch_size: int = _flag(32, help="Images per step.")
+    lr: float = _flag(1e-3, help="Learning rate (cosine decay).")
+    unfreeze: int | str = _flag(0, cli_type=str, help="Also train the top N backbone blocks, or 'all' (default 0: the "
+                                                      "embedding head's dense and batch-norm layers only).")
+    anchor_weight: float = _flag(1.0, help="Weight of the pull towards the source embeddings (1 − cosine); 0 disables "
+                                           "it.")
+    bn_stats: str = _flag("head", help="Batch-norm statistics: source, head (re-estimate the embedding's on the "
+                                       "target images) or target (re-estimate all).")
+    augment: dict | None = option(default_factory=dict, flags=("--augment/--no-augment",), cli_type=bool,
+                                  cli_default=True, parse=_augment_flag,
+                                  help="Flip, crop, brightness/contrast jitter.")
+    seed: int = option(0, help="Random seed (with --kshot: the first split's).")
+    max_unreadable: float = 0.05
+    detector: str | None = _flag(None, cli_type=Path, help="BlazeFace .tflite for models trained with --align.")
+    no_face: str = option(  # aligned models: images without a detected face are left out ("center": centre-cropped)
+        "skip", help="Images in which the detector finds no face (aligned models): 'skip' leaves them out, as the "
+                     "device refuses them (default); 'center' centre-crops them. Counted in the output and the cards.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

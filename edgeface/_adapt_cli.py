@@ -1,14 +1,20 @@
-"""`edgeface adapt`: a thin typer command over :mod:`edgeface.adaptation` (TensorFlow loads inside it)."""
+"""`edgeface adapt`: a thin typer command over :mod:`edgeface.adaptation` (TensorFlow loads inside it).
+
+The settings' flags are :class:`edgeface.adaptation.AdaptConfig`'s fields (``options_command``);
+``--config FILE.toml`` reads them from a file (flags win). The data, output and k-shot flags are
+this command's own.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
-from ._cli_support import MODEL_OPTION, QUIET, VERBOSE, pick_model, setup_logging
+from ._adapt import AdaptConfig
+from ._cli_support import MODEL_OPTION, QUIET, VERBOSE, options_command, pick_model, setup_logging
 
 
 def _parse_shots(text: Optional[str]) -> Optional[list[int]]:
@@ -19,26 +25,14 @@ def _parse_shots(text: Optional[str]) -> Optional[list[int]]:
     return [int(part) for part in text.split(",")]
 
 
+@options_command(AdaptConfig, what="adaptation")
 def adapt_command(
     model: Optional[Path] = typer.Argument(None, help="Source model.keras (from `edgeface train` or "
                                                       "`edgeface adapt`)."),
     model_option: Optional[Path] = MODEL_OPTION,
     data: Path = typer.Option(..., help="Target-domain folder: one sub-folder of images per person."),
     out: Path = typer.Option(Path("runs/adapt"), help="Output folder (model.keras, adaptation_card.json, kshot.*)."),
-    steps: Optional[int] = typer.Option(None, help="Optimisation steps."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (cosine decay)."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per step."),
-    unfreeze: Optional[str] = typer.Option(None, help="Also train the top N backbone blocks, or 'all' (default 0: "
-                                           "the embedding head's dense and batch-norm layers only)."),
-    head: Optional[str] = typer.Option(None, help="Margin head: arcface or cosface."),
-    scale: Optional[float] = typer.Option(None, help="Margin head scale."),
-    margin: Optional[float] = typer.Option(None, help="Margin head margin."),
-    anchor_weight: Optional[float] = typer.Option(None, help="Weight of the pull towards the source embeddings "
-                                                  "(1 − cosine); 0 disables it."),
-    bn_stats: Optional[str] = typer.Option(None, help="Batch-norm statistics: source, head (re-estimate the "
-                                           "embedding's on the target images) or target (re-estimate all)."),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, crop, brightness/contrast jitter."),
-    seed: int = typer.Option(0, help="Random seed (with --kshot: the first split's)."),
+    options: AdaptConfig = AdaptConfig(),  # one flag per field, and --config (options_command)
     kshot: Optional[str] = typer.Option(None, help="Also evaluate k-shot adaptation on held-out people, e.g. 1,3,5 "
                                         "(writes kshot.json and kshot.md)."),
     seeds: int = typer.Option(3, help="Splits of the k-shot evaluation (seeds --seed, --seed+1, ...), averaged."),
@@ -55,10 +49,6 @@ def adapt_command(
                    "NO threshold."),
     calibration_data: Optional[Path] = typer.Option(None, help="Target people (one sub-folder each, not in --data) "
                                                                "for --calibrate-far."),
-    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for models trained with --align."),
-    no_face: str = typer.Option("skip", help="Images in which the detector finds no face (aligned models): 'skip' "
-                                             "leaves them out, as the device refuses them (default); 'center' "
-                                             "centre-crops them. Counted in the output and the cards."),
     verbose: bool = VERBOSE,
     quiet: bool = QUIET,
 ) -> None:
@@ -68,24 +58,19 @@ def adapt_command(
     setup_logging(verbose, quiet)
     model = pick_model(model, model_option)
     shots = _parse_shots(kshot)
-    overrides: dict[str, Any] = {"steps": steps, "lr": lr, "batch_size": batch_size, "unfreeze": unfreeze, "head": head,
-                 "scale": scale, "margin": margin, "anchor_weight": anchor_weight, "bn_stats": bn_stats,
-                 "seed": seed, "detector": str(detector) if detector else None, "no_face": no_face}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not augment:
-        overrides["augment"] = None
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     from .adaptation import adapt, kshot_evaluation, kshot_markdown, write_kshot_report
 
     if shots is not None:
-        report = kshot_evaluation(model, data, shots, seeds=range(seed, seed + seeds), held_out_fraction=held_out,
-                                  n_pairs=pairs, test_data=test_data, test_pairs=test_pairs, **overrides)
+        report = kshot_evaluation(model, data, shots, seeds=range(options.seed, options.seed + seeds),
+                                  held_out_fraction=held_out, n_pairs=pairs, test_data=test_data,
+                                  test_pairs=test_pairs, config=options)
         json_path, md_path = write_kshot_report(report, out)
     elif test_data is not None or test_pairs is not None:
         raise ValueError("--test-data and --test-pairs score a k-shot evaluation: add --kshot (e.g. --kshot 1,3,5)")
     result = adapt(model, data, out, calibrate_far=calibrate_far or None, calibration_data=calibration_data,
-                   **overrides)
+                   config=options)
     if shots is not None:
         typer.echo(kshot_markdown(report))
         typer.echo(f"k-shot report: {md_path} and {json_path}")

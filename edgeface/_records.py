@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,22 @@ logger = logging.getLogger(__name__)
 CARD_NAME = "training_card.json"
 MANIFEST_NAME = "manifest.json"
 LFW_EVAL_FOLDS = (6, 7, 8, 9, 10)  # the project's evaluation rule: LFW training never sees these people
+
+
+def parse_folds(text: str) -> str | list[int] | None:
+    """'all' → None, 'auto' → 'auto' (6-10 of a 10-fold LFW file, else all of the file's folds), else folds."""
+    if text.strip().lower() == "all":
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    folds: list[int] = []
+    for part in text.split(","):
+        found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", part)
+        if not found:
+            raise ValueError(f"--folds takes 'auto', 'all', a range like 6-10 or a list like 1,2,3; got {text!r}")
+        lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
+        folds.extend(range(lo, hi + 1))
+    return folds
 
 
 @dataclass

@@ -44,11 +44,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from ._records import CARD_NAME
+from ._options import OptionsLoading, merged, option
+from ._records import CARD_NAME, parse_folds
 from ._report_latency import DEFAULT_LATENCY_RUNS, WARMUP_RUNS, device_info, measure_variant, usable_cores
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,59 @@ FARS = (1e-2, 1e-3)  # operating points kept in the JSON
 KERAS_ROW = "keras"
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass
+class ReportOptions(OptionsLoading):
+    """What :func:`build_report` measures, on which protocol, and where it writes (all but the models).
+
+    Each field is one option: its default and help live here, and ``edgeface report``'s flags
+    are derived from the fields that have help (``edgeface._options``). Protocol: ``pairs`` +
+    ``images`` or ``dataset``; see :func:`build_report`.
+    """
+
+    _what: ClassVar[str] = "report"
+    _table: ClassVar[str | None] = "report"
+
+    pairs: str | os.PathLike[str] | None = option(
+        None, help="LFW-style pairs file (pairs.txt); needs --images (default: the pairs the manifest or training card "
+                   "recorded).")
+    images: str | os.PathLike[str] | None = option(None, help="Image root the pairs' paths are relative to.")
+    folds: str | Sequence[int] | None = option(
+        DEFAULT_FOLDS, cli_type=str,
+        help="Folds of --pairs to report: 'auto' (6-10 of LFW's 10-fold pairs.txt, else every fold of the file), "
+             "'all', a range (6-10) or a list (1,2,3).")
+    dataset: str | os.PathLike[str] | None = option(
+        None, help="Instead of --pairs: one sub-folder per person; pairs are generated reproducibly.")
+    n_pairs: int = option(DEFAULT_N_PAIRS, flags=("--n-pairs",),
+                          help="Pairs to generate from --dataset (half same person).")
+    seed: int = option(0, help="Seed of the generated pairs.")
+    out: str | os.PathLike[str] | None = option(
+        None, flags=("--out", "-o"), help="Folder for report.md, report.html and report.json (default: report/ beside "
+                                          "the first model or folder).")
+    latency_runs: int = option(DEFAULT_LATENCY_RUNS, flags=("--latency-runs",),
+                               help="Timed embeddings per variant and thread count (0: skip timing).")
+    tolerance: float = option(DEFAULT_TOLERANCE,
+                              help="Recommend the smallest variant within this many accuracy points of the best.")
+    allow_overlap: bool = option(False, flags=("--allow-overlap",),
+                                 help="Report even when evaluation people were in the training data (optimistic).")
+    detector: Any = option(None, cli_type=Path, help="BlazeFace .tflite for models with aligned crops.")
+    no_face: str = option(
+        "skip", choices=("skip", "center"),
+        help="Images in which the detector finds no face (aligned models): 'skip' leaves them and their pairs out, as "
+             "the device refuses them (default); 'center' centre-crops them. Counted in the report.")
+    # Library and TOML only (no flag):
+    dataset_folds: int = DEFAULT_DATASET_FOLDS  # folds the generated pairs of ``dataset`` are split into
+    people: Sequence[str] | None = None  # only these sub-folders of ``dataset`` (e.g. the ones training held out)
+    max_unreadable: float | None = None  # fraction of images that may fail to decode (None: the data default)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folds, str):  # "6-10", "1,2,3", "all" (None), as the flag and TOML files write them
+            parsed = parse_folds(self.folds)
+            self.folds = tuple(parsed) if isinstance(parsed, list) else parsed
 
 
 # --------------------------------------------------------------------------- results
@@ -662,24 +716,15 @@ def _recommend(rows: Sequence[VariantRow], tolerance: float) -> dict[str, Any]:
 def build_report(
     models: Sequence[str | os.PathLike] | str | os.PathLike,
     *,
-    pairs: str | os.PathLike | None = None,
-    images: str | os.PathLike | None = None,
-    dataset: str | os.PathLike | None = None,
-    n_pairs: int = DEFAULT_N_PAIRS,
-    seed: int = 0,
-    folds: Iterable[int] | str | None = DEFAULT_FOLDS,
-    dataset_folds: int = DEFAULT_DATASET_FOLDS,
-    people: Sequence[str] | None = None,
-    out_dir: str | os.PathLike | None = None,
-    latency_runs: int = DEFAULT_LATENCY_RUNS,
-    tolerance: float = DEFAULT_TOLERANCE,
-    allow_overlap: bool = False,
-    detector: Any = None,
-    max_unreadable: float | None = None,
+    options: ReportOptions | None = None,
     progress: Progress | None = None,
-    no_face: str = "skip",
+    **keywords: Any,
 ) -> Report:
     """Compare a Keras model and/or ``edgeface convert`` folders on one verification protocol.
+
+    ``options``: a :class:`ReportOptions` (each option's default and help live there); the
+    keyword form ``build_report(models, pairs=..., out_dir=...)`` is the same call, each keyword
+    setting that option (``out_dir`` is ``out``).
 
     ``models``: ``model.keras`` (or its ``edgeface train`` folder), convert output folders
     (several are compared in one report) and ``.tflite`` files. Without a Keras model, the
@@ -692,22 +737,28 @@ def build_report(
     points; ``detector`` is a BlazeFace ``.tflite`` for models with alignment "arcface";
     ``no_face``: images in which it finds no face are left out with their pairs ("skip", as the
     device refuses them) or centre-cropped ("center"), counted in the notes and settings;
-    ``progress(stage, done, total)`` is called as work advances. With ``out_dir`` the
+    ``progress(stage, done, total)`` is called as work advances. With ``out`` the
     report is also written there (:meth:`Report.write`). See the module docstring for how
     every number is measured.
     """
     from ._data import DEFAULT_MAX_UNREADABLE
 
+    if "out_dir" in keywords:  # the keyword's name before the options had one name per flag
+        keywords["out"] = keywords.pop("out_dir")
+    opts = merged(ReportOptions, options, "report", **keywords)
+    pairs, images, dataset, people, no_face = opts.pairs, opts.images, opts.dataset, opts.people, opts.no_face
+    latency_runs, tolerance, detector, out_dir = opts.latency_runs, opts.tolerance, opts.detector, opts.out
+    folds: Any = opts.folds  # folds, None (all) or "auto", as _protocol takes them
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
         raise ValueError(f"latency_runs must be a whole number >= 0 (0 skips timing), got {latency_runs!r}")
     if not isinstance(tolerance, (int, float)) or not 0.0 <= float(tolerance) <= 100.0:
         raise ValueError(f"tolerance is in accuracy points, between 0 and 100 (e.g. 0.5), got {tolerance!r}")
-    max_unreadable = DEFAULT_MAX_UNREADABLE if max_unreadable is None else float(max_unreadable)
+    max_unreadable = DEFAULT_MAX_UNREADABLE if opts.max_unreadable is None else float(opts.max_unreadable)
 
-    protocol = _protocol(pairs, images, dataset, n_pairs, seed, folds, dataset_folds, people)
+    protocol = _protocol(pairs, images, dataset, opts.n_pairs, opts.seed, folds, opts.dataset_folds, people)
     resolved = _resolve_models(models)
     notes = list(resolved.notes) + protocol.notes
-    notes += _check_overlap(protocol, resolved, allow_overlap, validation_people=people is not None)
+    notes += _check_overlap(protocol, resolved, opts.allow_overlap, validation_people=people is not None)
     if people is not None:
         notes.append("the evaluation people are the ones training held out for validation: never trained on, but "
                      "they picked the best epoch, so the accuracy is slightly optimistic")

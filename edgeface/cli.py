@@ -11,53 +11,14 @@ codes) through ``_cli_support``; errors are not caught here but mapped there.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import typer
 
-from ._cli_support import JSON, MODEL_OPTION, QUIET, VERBOSE, pick_model, run, setup_logging
-
-
-def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
-    if text is None:
-        return None
-    found = re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*", text)
-    if not found:
-        raise ValueError(f"--input-size takes N or HxW (e.g. 112 or 112x96), got {text!r}")
-    h = int(found.group(1))
-    return h, int(found.group(2) or h)
-
-
-def _parse_folds(text: str):
-    """'all' → None, 'auto' → 'auto' (6-10 of a 10-fold LFW file, else all of the file's folds), else folds."""
-    if text.strip().lower() == "all":
-        return None
-    if text.strip().lower() == "auto":
-        return "auto"
-    folds: list[int] = []
-    for part in text.split(","):
-        found = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", part)
-        if not found:
-            raise ValueError(f"--folds takes 'auto', 'all', a range like 6-10 or a list like 1,2,3; got {text!r}")
-        lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
-        folds.extend(range(lo, hi + 1))
-    return folds
-
-
-def _parse_options(items: List[str]) -> dict:
-    """``KEY=VALUE`` strings → a dict; values that read as JSON (numbers, true/false) are converted."""
-    options: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--teacher-option takes KEY=VALUE (e.g. box=blazeface), got {item!r}")
-        try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
-            options[key.strip()] = value
-    return options
+from ._cli_support import JSON, MODEL_OPTION, QUIET, VERBOSE, options_command, pick_model, run, setup_logging
+from ._records import parse_folds as _parse_folds
+from ._train import TrainConfig
 
 
 NO_FACE_HELP = ("Images in which the detector finds no face (aligned models): 'skip' leaves them out, as the "
@@ -74,56 +35,9 @@ def no_face_line(summary: Optional[dict], skipped_pairs: Optional[int] = None) -
             f"{summary['meaning']}{pairs}")
 
 
+@options_command(TrainConfig, what="training", config_argument=True)
 def train_command(
-    config: Optional[Path] = typer.Argument(None, help="TOML file of training options (flags override it)."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (see `edgeface train --list-backbones`)."),
-    weights: Optional[str] = typer.Option(
-        None, help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
-                   "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file)."),
-    data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per person (with --lfw: "
-                                                   "the LFW folder)."),
-    lfw: bool = typer.Option(False, "--lfw", help="Train on LFW people outside pairs.txt folds 6-10; evaluate on "
-                                                  "folds 6-10."),
-    input_size: Optional[str] = typer.Option(None, help="Input size: N or HxW."),
-    embedding_size: Optional[int] = typer.Option(None, help="Embedding dimension."),
-    head: Optional[str] = typer.Option(None, help="Training head: softmax, arcface or cosface."),
-    embedding_style: Optional[str] = typer.Option(
-        None, help="Embedding head: standard (average pooling), gdc (global depthwise conv, MobileFaceNet) or seed."),
-    recipe: Optional[str] = typer.Option(None, help="Named recipe (e.g. seed-vgg16, lfw-mobilenet-v1-025)."),
-    epochs_frozen: Optional[int] = typer.Option(None, help="Epochs training the head on the frozen backbone."),
-    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs after the frozen ones."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (fine-tuning: --lr-finetune, default lr/10)."),
-    lr_finetune: Optional[float] = typer.Option(None, help="Learning rate of the fine-tuning stage."),
-    unfreeze: Optional[str] = typer.Option(None, help="Fine-tune 'all' backbone layers or the top N blocks."),
-    steps_per_epoch: Optional[int] = typer.Option(None, help="Steps per epoch (default: one pass over the data)."),
-    val_fraction: Optional[float] = typer.Option(None, help="Fraction of people held out for validation."),
-    align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Align faces with the BlazeFace detector."),
-    detector: Optional[Path] = typer.Option(None, help="BlazeFace .tflite for --align (default: the runtime's cache)."),
-    no_face: Optional[str] = typer.Option(None, help=NO_FACE_HELP.replace("(aligned models)", "(with --align)")),
-    out: Optional[Path] = typer.Option(None, help="Output folder (model.keras, training_card.json, checkpoints/)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    strategy: Optional[str] = typer.Option(
-        None, help="Distribution: none, mirrored or multiworker (one process per machine, each with its own "
-                   "TF_CONFIG; see docs/multiworker.md)."),
-    teacher: Optional[str] = typer.Option(
-        None, help="Distil from a teacher: 'sface' or 'dlib_resnet' (face sources rebuilt in Keras, aligned with "
-                   "BlazeFace; the 'sources' extra), 'dlib' (dlib itself, its own alignment; the 'teachers' extra: "
-                   "pip install dlib-bin face-recognition-models), a .keras/.tflite embedding model, an .npz of "
-                   "precomputed embeddings (image path relative to --data -> vector), or an ensemble 'A+B' (e.g. "
-                   "'sface+dlib_resnet': the mean of the members' centred unit vectors)."),
-    teacher_option: Optional[List[str]] = typer.Option(
-        None, help="Teacher option KEY=VALUE (repeatable), e.g. box=blazeface, detector=FILE, workers=2."),
-    distill_loss: Optional[str] = typer.Option(None, help="Distillation loss: cosine (default) or l2."),
-    distill_weight: Optional[float] = typer.Option(None, help="Weight of the distillation loss (default 1)."),
-    label_weight: Optional[float] = typer.Option(
-        None, help="Weight of the identity-label loss (default: 0 with a teacher, so no labels are needed)."),
-    center_teacher: Optional[bool] = typer.Option(
-        None, "--center-teacher/--no-center-teacher", help="Subtract the training images' mean teacher embedding "
-                                                           "before normalising (default on)."),
-    teacher_cache: Optional[Path] = typer.Option(None, help="Teacher embedding cache folder (default "
-                                                            "$EDGEFACE_CACHE/teachers)."),
+    options: TrainConfig = TrainConfig(),  # one flag per field, and FILE.toml/--config (options_command)
     list_backbones: bool = typer.Option(False, "--list-backbones", help="List the backbones and exit."),
     verbose: bool = VERBOSE,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only results and errors (no per-epoch lines)."),
@@ -138,27 +52,9 @@ def train_command(
             typer.echo(f"{name:20s} {spec.description}")
         return
     setup_logging(verbose, quiet)
-    from ._train import TrainConfig, train
+    from ._train import train
 
-    overrides = {
-        "backbone": backbone, "weights": weights, "data": str(data) if data else None,
-        "dataset": "lfw" if lfw else None, "input_size": _parse_size(input_size),
-        "embedding_size": embedding_size, "embedding_style": embedding_style, "head": head, "recipe": recipe,
-        "epochs_frozen": epochs_frozen,
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_finetune": lr_finetune,
-        "unfreeze": unfreeze, "steps_per_epoch": steps_per_epoch, "val_fraction": val_fraction,
-        "align": align, "detector": str(detector) if detector else None,
-        "no_face": no_face, "out": str(out) if out else None, "resume": resume or None, "seed": seed,
-        "strategy": strategy, "teacher": teacher,
-        "teacher_options": _parse_options(teacher_option) if teacher_option else None,
-        "distill_loss": distill_loss, "distill_weight": distill_weight, "label_weight": label_weight,
-        "center_teacher": center_teacher, "teacher_cache": str(teacher_cache) if teacher_cache else None,
-    }
-    if config is not None:
-        cfg = TrainConfig.from_toml(config, **overrides)
-    else:
-        cfg = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
-    result = train(cfg, verbose=0 if quiet else 2)
+    result = train(options, verbose=0 if quiet else 2)
     if not result.chief:  # a multi-worker run: this worker wrote nothing itself
         typer.echo(f"this worker's share is done; the chief writes the model: {result.model_path}")
         return

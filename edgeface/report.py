@@ -15,7 +15,7 @@ refused unless ``allow_overlap=True``.
 
 from __future__ import annotations
 
-from ._report import Report, VariantRow, build_report
+from ._report import Report, ReportOptions, VariantRow, build_report
 from ._report_latency import device_info, measure_variant
 
-__all__ = ["Report", "VariantRow", "build_report", "device_info", "measure_variant"]
+__all__ = ["Report", "ReportOptions", "VariantRow", "build_report", "device_info", "measure_variant"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,8 +45,8 @@ def test_detector_option_reaches_the_library_and_a_missing_file_is_one_line(edge
                                                                            detector_models_dir):
     seen = {}
 
-    def fake_convert(model, out, variants, **kwargs):
-        seen.update(kwargs)
+    def fake_convert(model, options=None, **kwargs):
+        seen["options"] = options
         raise ValueError("stop here")
 
     monkeypatch.setattr("edgeface_converters.convert", fake_convert)
@@ -53,9 +54,10 @@ def test_detector_option_reaches_the_library_and_a_missing_file_is_one_line(edge
     code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path,
                             "--detector", detector)
     assert code == 2 and "stop here" in err
-    assert type(seen["face_detector"]).__name__ == "FaceDetector"
+    assert Path(seen["options"].detector) == detector
     code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path)
-    assert seen["face_detector"] == "auto"
+    assert seen["options"].detector is None  # the library's "auto": the card's detector, else the runtime's
+    monkeypatch.undo()  # the library loads the detector before it opens the model
     code, _, err = edgeface("convert", tmp_path / "m.keras", "--out", tmp_path / "o", "--calibration", tmp_path,
                             "--detector", tmp_path / "missing.tflite")
     assert code == 5 and err.startswith("error: ") and "missing.tflite" in err and err.count("\n") == 1  # a model file
