@@ -60,9 +60,11 @@ def test_a_toml_file_gives_the_same_options_as_the_equivalent_flags(edgeface, re
     model = tmp_path / "model.keras"
     cases = {
         "convert": ('[convert]\nvariants = "int8,pruned-int8"\nsparsity = 0.3\nprune_block = 2\nio = "uint8"\n'
-                    'calibration = "crops"\nbias_correction = false\nkeep_tensor_names = true\n',
+                    'calibration = "crops"\nbias_correction = false\nkeep_tensor_names = true\n'
+                    'layer_sparsity = ["fc=0.9", "conv=0.2"]\n',
                     ["--variants", "int8,pruned-int8", "--sparsity", "0.3", "--prune-block", "2", "--io", "uint8",
-                     "--calibration", "crops", "--no-bias-correction", "--keep-tensor-names"]),
+                     "--calibration", "crops", "--no-bias-correction", "--keep-tensor-names",
+                     "--layer-sparsity", "fc=0.9", "--layer-sparsity", "conv=0.2"]),
         "report": ('[report]\ndataset = "faces"\nn_pairs = 50\nfolds = "1-3"\nlatency_runs = 0\n'
                    'allow_overlap = true\nno_face = "center"\n',
                    ["--dataset", "faces", "--n-pairs", "50", "--folds", "1-3", "--latency-runs", "0",
