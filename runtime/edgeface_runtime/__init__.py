@@ -43,7 +43,7 @@ _EXPORTS = {
     "check_ops": "_interpreter", "select_backend": "_interpreter", "Engine": "_interpreter",
     "operator_codes": "_flatbuffer", "OperatorCode": "_flatbuffer", "bundled_path": "_bundled",
     # the public modules edgeface_runtime.<name>
-    "metrics": None, "metadata": None, "download": None, "bench": None,
+    "metrics": None, "metadata": None, "download": None, "bench": None, "registry": None,
     # errors
     "EdgefaceError": "_errors", "ImageDecodeError": "_errors", "ImageTooLargeError": "_errors",
     "NoFaceError": "_errors", "ModelError": "_errors", "MetadataError": "_errors",
@@ -55,7 +55,8 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # what type checkers see (``X as X``: re-exported); at run time __getattr__ imports on first use
-    from . import bench as bench, download as download, metadata as metadata, metrics as metrics
+    from . import (bench as bench, download as download, metadata as metadata, metrics as metrics,
+                   registry as registry)
     from ._align import (align_face as align_face, center_crop as center_crop,
                          estimate_similarity as estimate_similarity, template_points as template_points)
     from ._bundled import bundled_path as bundled_path
@@ -68,18 +69,20 @@ if TYPE_CHECKING:  # what type checkers see (``X as X``: re-exported); at run ti
                           GalleryModelMismatchError as GalleryModelMismatchError, ImageDecodeError as ImageDecodeError,
                           ImageTooLargeError as ImageTooLargeError, InterpreterError as InterpreterError,
                           InterpreterNotFoundError as InterpreterNotFoundError, MetadataError as MetadataError,
-                          ModelError as ModelError, NoFaceError as NoFaceError,
+                          FrameSourceError as FrameSourceError, ModelError as ModelError, NoFaceError as NoFaceError,
                           UnknownPersonError as UnknownPersonError, UnsupportedOpError as UnsupportedOpError)
     from ._flatbuffer import OperatorCode as OperatorCode, operator_codes as operator_codes
+    from ._frames import Frame as Frame, open_frames as open_frames
     from ._gallery import Gallery as Gallery
-    from ._images import load_image as load_image
+    from ._images import image_files as image_files, load_image as load_image
     from ._interpreter import Engine as Engine, check_ops as check_ops, select_backend as select_backend
     from ._matching import (IdentifyResult as IdentifyResult, Match as Match, VerifyResult as VerifyResult,
                             cosine_similarity as cosine_similarity)
     from ._metadata import (ModelMetadata as ModelMetadata, Preprocess as Preprocess, read_metadata as read_metadata,
                             split_model as split_model, write_metadata as write_metadata)
-    from ._pipeline import (FaceResult as FaceResult, FaceVerifier as FaceVerifier, FrameResult as FrameResult,
-                            ThresholdChoice as ThresholdChoice, VerifierOptions as VerifierOptions)
+    from ._pipeline import (EnrollReport as EnrollReport, FaceResult as FaceResult, FaceVerifier as FaceVerifier,
+                            FrameResult as FrameResult, ThresholdChoice as ThresholdChoice,
+                            VerifierOptions as VerifierOptions)
 
 
 def __getattr__(name: str) -> Any:

@@ -19,8 +19,8 @@ CLUSTERS = 16
 # Embedding cosine to the source Keras model, through the runtime, on crops no step has seen.
 # Post-training variants must agree closely; fine-tuned ones are meant to move (see _variants).
 MIN_COSINE = {"float32": 0.9999, "float16": 0.999, "dynamic": 0.995, "int8": 0.98, "pruned-int8": 0.85,
-              "clustered-int8": 0.9, "qat-int8": 0.9, "pruned-clustered-int8": 0.85, "pruned-qat-int8": 0.85,
-              "clustered-qat-int8": 0.9}
+              "pruned-dynamic": 0.85, "clustered-int8": 0.9, "qat-int8": 0.9, "pruned-clustered-int8": 0.85,
+              "pruned-qat-int8": 0.85, "clustered-qat-int8": 0.9}
 LEGACY_PYTHON = Path(os.environ.get("EDGEFACE_LEGACY_PYTHON", "/work/venvs/legacy/bin/python"))
 
 
@@ -100,7 +100,7 @@ def test_pruned_files_are_sparse_and_compress_better(converted):
 
     manifest, out, _ = converted
     dense = manifest["int8"]
-    for name in ("pruned-int8", "pruned-clustered-int8", "pruned-qat-int8"):
+    for name in ("pruned-int8", "pruned-dynamic", "pruned-clustered-int8", "pruned-qat-int8"):
         result = manifest[name]
         assert result.sparsity > 0.3, (name, result.sparsity)  # depthwise kernels are not pruned
         assert result.gzip_bytes < dense.gzip_bytes, name
