@@ -309,8 +309,10 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
-        and QAT 1500 at 1e-4); the loss is distill_weight × (1 − cosine to the source model's embedding) +
-        task_weight × a classification loss (default 0: the source model is the teacher).
+        and QAT 1500 at 1e-4, unless the model's metadata gives a ``compression_learning_rate``, as models
+        built on a face source do: 1e-5 for every step); the loss is distill_weight × (1 − cosine to the
+        source model's embedding) + task_weight × a classification loss (default 0: the source model is
+        the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
         (``_bias_correction``); False converts the model as it is.
@@ -357,6 +359,11 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         face_detector = _detector_file(opts.detector)
 
     source, meta = _model.load_source(model_path, metadata)
+    hinted = _metadata_learning_rate(meta) if opts.learning_rate is None else None
+    if hinted is not None:
+        logger.info("fine-tuning at learning rate %g, the model's compression_learning_rate (its source: %s); "
+                    "--learning-rate overrides it", hinted, meta.extra.get("backbone") or "not recorded")
+        opts = replace(opts, learning_rate=hinted)
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
         from edgeface.keras import keras
 
@@ -549,6 +556,21 @@ def _not_by_default(variant: Variant) -> str:
                 "--variants all (it then fine-tunes on the calibration crops)")
     return (f"not in the default set: {' + '.join(variant.steps)} fine-tunes for minutes; build it with "
             f"--variants {variant.name} or --variants all")
+
+
+def _metadata_learning_rate(meta: ModelMetadata) -> float | None:
+    """The fine-tuning rate the model's metadata asks for (``edgeface train`` writes its backbone's), if any."""
+    value = (meta.extra or {}).get("compression_learning_rate")
+    if value is None:
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not rate > 0:
+        raise ValueError(f"the model's metadata has compression_learning_rate={value!r}, not a positive number; "
+                         "pass --learning-rate to choose one")
+    return rate
 
 
 def _recorded(model_path: Any) -> Any:

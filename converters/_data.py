@@ -21,11 +21,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgeface_runtime import IMAGE_SUFFIXES
 from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the runtime's list: what the device decodes
 MIN_CALIBRATION_IMAGES = 10
 RECOMMENDED_CALIBRATION_IMAGES = 100
 MAX_UNREADABLE = 0.05  # the training pipeline's default allowance

@@ -20,11 +20,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from edgeface_runtime import IMAGE_SUFFIXES
 from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".webp")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one list: what the runtime decodes is what training and conversion read
 DEFAULT_MAX_UNREADABLE = 0.05
 DEFAULT_CACHE_BYTES = 4 << 30
 LFW_IMAGE_DIRS = ("lfw-deepfunneled", "lfw")

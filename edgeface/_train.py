@@ -891,6 +891,8 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
                                        "workers": worker.count}
     extra: dict[str, Any] = {"backbone": config.backbone, "head": config.head, "training_card": CARD_NAME,
              "weights": backbone.weights_record(), "dataset": config.dataset}
+    if backbone.spec.compression_learning_rate is not None:  # edgeface convert's fine-tuning rate (BackboneSpec)
+        extra["compression_learning_rate"] = backbone.spec.compression_learning_rate
     if not stages:  # a face source packaged as it is: nothing was learned from config.dataset
         extra.update(head=None, dataset=None,
                      training_data=f"none beyond the source model's own; {config.dataset} used only to evaluate")

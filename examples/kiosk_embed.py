@@ -7,7 +7,7 @@
 import argparse
 from pathlib import Path
 
-from edgeface_runtime import FaceVerifier
+from edgeface_runtime import FaceVerifier, image_files
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 for option in ("--model", "--detector", "--gallery", "--images"):
@@ -16,7 +16,7 @@ args = parser.parse_args()
 
 # Create the verifier once (loading the models costs far more than a frame); `with` closes them.
 with FaceVerifier.from_path(args.model, detector_path=args.detector, gallery_path=args.gallery) as verifier:
-    for path in sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
+    for path in image_files(args.images):  # sorted by name; the formats the runtime decodes
         # A camera frame (an OpenCV BGR array) goes in the same way; a frame without a face gives no faces.
         result = verifier.process_frame(str(path))
         best = result.faces[0].identity.best if result.faces else None  # None: no face, or nobody known

@@ -24,19 +24,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
-
-
 def embed_folder(root: Path, model: str | None = None) -> tuple[dict, dict]:
     """``({person: [(photo, embedding), ...]}, {"images": n, "no_face": n, "skipped": [...]})``."""
-    from edgeface_runtime import FaceVerifier, NoFaceError
+    from edgeface_runtime import FaceVerifier, NoFaceError, image_files
 
     people: dict = {}
     skipped = []
     total = 0
     with FaceVerifier.from_path(model) as fv:
         for folder in sorted((p for p in root.iterdir() if p.is_dir()), key=_natural):
-            for photo in sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural):
+            for photo in sorted(image_files(folder), key=_natural):
                 total += 1
                 try:
                     people.setdefault(folder.name, []).append((photo.name, fv.embed(str(photo))))

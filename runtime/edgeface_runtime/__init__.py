@@ -33,7 +33,8 @@ _EXPORTS = {
     "resolve_detector_path": "_detector", "largest_face": "_detector",
     "align_face": "_align", "center_crop": "_align", "estimate_similarity": "_align", "template_points": "_align",
     # images and frame sources
-    "load_image": "_images", "image_files": "_images", "Frame": "_frames", "open_frames": "_frames",
+    "load_image": "_images", "image_files": "_images", "IMAGE_SUFFIXES": "_images",
+    "Frame": "_frames", "open_frames": "_frames",
     # matching and gallery
     "Gallery": "_gallery", "VerifyResult": "_matching", "IdentifyResult": "_matching", "Match": "_matching",
     "cosine_similarity": "_matching",
@@ -74,7 +75,7 @@ if TYPE_CHECKING:  # what type checkers see (``X as X``: re-exported); at run ti
     from ._flatbuffer import OperatorCode as OperatorCode, operator_codes as operator_codes
     from ._frames import Frame as Frame, open_frames as open_frames
     from ._gallery import Gallery as Gallery
-    from ._images import image_files as image_files, load_image as load_image
+    from ._images import IMAGE_SUFFIXES as IMAGE_SUFFIXES, image_files as image_files, load_image as load_image
     from ._interpreter import Engine as Engine, check_ops as check_ops, select_backend as select_backend
     from ._matching import (IdentifyResult as IdentifyResult, Match as Match, VerifyResult as VerifyResult,
                             cosine_similarity as cosine_similarity)

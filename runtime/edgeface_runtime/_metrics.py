@@ -30,6 +30,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Sequence, Set
 
 import numpy as np
 
+from ._images import IMAGE_SUFFIXES
+
 __all__ = [
     "LFW_HELD_OUT_FOLDS",
     "BestAccuracy",
@@ -505,7 +507,7 @@ def _lfw_image_path(name: str, number: int) -> str:
 
 
 # Image files a pairs file may point at, in the order they are tried when several exist.
-PAIR_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".webp")
+PAIR_IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 
 
 class _ImageResolver:

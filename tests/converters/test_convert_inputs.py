@@ -161,3 +161,24 @@ def test_pairs_file_problems(tiny_model_path, faces_dir, tmp_path):
     (tmp_path / "pairs.txt").write_text((faces_dir / "lfw" / "pairs.txt").read_text())  # images elsewhere
     with pytest.raises(ValueError, match="could not be read under .*; pass the folder holding them"):
         _convert(tiny_model_path, tmp_path / "o", calibration=calibration, calibration_pairs=tmp_path / "pairs.txt")
+
+
+def test_a_face_source_models_learning_rate_in_its_metadata_is_the_fine_tuning_default(tiny_model_path, faces_dir,
+                                                                                         tmp_path):
+    from dataclasses import replace
+
+    from edgeface.training import load_model, save_model
+
+    model, meta = load_model(tiny_model_path)
+    hinted = tmp_path / "hinted.keras"
+    save_model(model, hinted, replace(meta, extra={**meta.extra, "compression_learning_rate": 2e-5}))
+    common = dict(calibration=faces_dir / "calibration", data=faces_dir / "data", finetune_steps=2)
+    by_default = _convert(hinted, tmp_path / "a", "pruned-int8", **common)["pruned-int8"]
+    assert [step["learning_rate"] for step in by_default.finetune] == [2e-5]
+    chosen = _convert(hinted, tmp_path / "b", "pruned-int8", learning_rate=1e-3, **common)["pruned-int8"]
+    assert [step["learning_rate"] for step in chosen.finetune] == [1e-3]  # the flag wins
+    plain = _convert(tiny_model_path, tmp_path / "c", "pruned-int8", **common)["pruned-int8"]
+    assert [step["learning_rate"] for step in plain.finetune] == [1e-3]  # no hint: the pruning default
+    save_model(model, hinted, replace(meta, extra={**meta.extra, "compression_learning_rate": "fast"}))
+    with pytest.raises(ValueError, match="compression_learning_rate='fast'.*--learning-rate"):
+        _convert(hinted, tmp_path / "d", "pruned-int8", **common)

@@ -60,6 +60,7 @@ def test_adapt_writes_a_loadable_model_recording_its_source(source_model, target
     extra = metadata.extra
     assert extra["adapted_from"]["sha256"] == hashlib.sha256(Path(source_model).read_bytes()).hexdigest()
     assert extra["adaptation"]["steps"] == 4 and extra["adaptation"]["unfreeze"] == 0 and extra["backbone"] == "tiny"
+    assert "compression_learning_rate" not in extra  # trained here from scratch: the converter's own defaults
     card = json.loads(result.card_path.read_text())
     assert card["data"]["identities"] == 8 and card["data"]["images"] == 48
     assert card["result"]["trainable_layers"] == ["embedding_dense", "embedding_bn"]

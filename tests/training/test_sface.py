@@ -154,6 +154,7 @@ def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
     from training_helpers import make_dataset, tiny_config
 
     from edgeface._modelio import load_model
+    from edgeface.backbones import get_backbone_spec
     from edgeface.training import train
 
     data = make_dataset(tmp_path / "faces", identities=4, per_identity=3, size=112)
@@ -165,4 +166,6 @@ def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
     assert model.output_shape == (None, 128)
     assert (metadata.extra["backbone"] == "sface"
             and "on top of the source model's own" in metadata.extra["training_data"])
+    # edgeface convert fine-tunes it gently by default (ImageNet-trained models carry no such hint)
+    assert metadata.extra["compression_learning_rate"] == get_backbone_spec("sface").compression_learning_rate == 1e-5
     assert [row["stage"] for row in result.history] == ["frozen", "finetune"]
