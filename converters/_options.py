@@ -34,8 +34,8 @@ class ConvertOptions(OptionsLoading):
         None, flags=("--out", "-o"), help="Output folder: one .tflite per variant + manifest.json (default: variants/ "
                                           "beside the model).")
     variants: str | Sequence[str] = option(
-        "auto", help="'auto' (float32, float16, dynamic, int8, and pruned-int8 with fine-tuning data), 'all', or a "
-                     f"comma-separated list: {', '.join(VARIANTS)}.")
+        "auto", help="'auto' (float32, float16, dynamic, int8, and pruned-int8 + pruned-dynamic with fine-tuning "
+                     f"data), 'all', or a comma-separated list: {', '.join(VARIANTS)}.")
     calibration: str | os.PathLike[str] | CalibrationSet | None = option(
         None, cli_type=Path, help="Folder of face crops (a few hundred) for int8 calibration and the agreement check "
                                   "(default: the training images, cropped as in training).")
