@@ -27,7 +27,8 @@ import numpy as np
 from edgeface.options import merged
 from edgeface_runtime.metadata import ModelMetadata
 
-from . import _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat, _validate
+from . import (_activations, _bias_correction, _clustering, _compact, _data, _finetune, _model, _pruning, _ptq, _qat,
+               _validate)
 from ._options import CompressionOptions, ConvertOptions
 from ._manifest import MANIFEST_NAME, Manifest, VariantResult, tool_versions
 from ._variants import (DEFAULT_PRUNE_BLOCK, IO_TYPES, MAX_AUC_DROP_FINETUNED, PRUNE_BLOCK_WITH_PAIRS, VARIANTS,
@@ -60,6 +61,7 @@ _STEP_PAIRS: dict[str, tuple[Callable[[Any, CompressionOptions, tuple[str, ...]]
     "prune": (_apply_pruning, lambda model, after: _pruning.strip_pruning(model)),
     "cluster": (_apply_clustering, lambda model, after: _clustering.strip_clustering(model)),
     "qat": (_apply_qat, lambda model, after: _qat.strip_qat(model, after=after)),
+    "leaky": (lambda model, options, after: (_activations.replace_prelu(model), []), lambda model, after: model),
 }
 
 
@@ -75,11 +77,11 @@ class _Run:
     def __init__(self, *, source: Any, metadata: ModelMetadata, input_size: tuple[int, int], target: Target,
                  calibration: _data.CalibrationSet, pairs: _data.PairSet | None, data: _data.FineTuneData | None,
                  flat: Any, flat_error: str, options: ConvertOptions, prune_block: int, stack: contextlib.ExitStack,
-                 staging: Path):
+                 staging: Path, rate_hint: float | None = None):
         self.source, self.metadata, self.input_size, self.target = source, metadata, input_size, target
         self.calibration, self.pairs, self.data = calibration, pairs, data
         self.flat, self.flat_error = flat, flat_error
-        self.options, self.prune_block = options, prune_block
+        self.options, self.prune_block, self.rate_hint = options, prune_block, rate_hint
         self.fars, self.min_cosine = tuple(options.fars), options.min_cosine
         self.stack, self.staging = stack, staging
         self.reference = _validate.keras_embed(source, calibration.held_out)
@@ -90,7 +92,10 @@ class _Run:
         self._source_auc: float | None = None
 
     def finetune_options(self, step: str) -> _finetune.FineTuneOptions:
-        return _finetune.FineTuneOptions.for_step(step, self.options.finetune_steps, self.options.learning_rate,
+        rate = self.options.learning_rate
+        if rate is None and step in _finetune.GENTLE_STEPS:
+            rate = self.rate_hint
+        return _finetune.FineTuneOptions.for_step(step, self.options.finetune_steps, rate,
                                                   distill_weight=self.options.distill_weight,
                                                   task_weight=self.options.task_weight)
 
@@ -158,6 +163,10 @@ class _Run:
             return result
         if variant.steps and self.flat is None:
             result.status, result.reason = "failed", self.flat_error
+            return result
+        if "leaky" in variant.steps and not _activations.prelu_layers(self.flat):
+            result.status = "skipped"
+            result.reason = "the model has no PReLU layers: its int8 variant already runs on XNNPACK's int8 kernels"
             return result
         built = self.compressed(variant.steps)
         result.finetune = built.finetune
@@ -309,8 +318,9 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         4 when thresholds are recalibrated on pairs, else 1 (``_variants.PRUNE_BLOCK_WITH_PAIRS``).
     finetune_steps, learning_rate, distill_weight, task_weight, batch_size: fine-tuning per compression
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
-        and QAT 1500 at 1e-4, unless the model's metadata gives a ``compression_learning_rate``, as models
-        built on a face source do: 1e-5 for every step); the loss is distill_weight × (1 − cosine to the
+        and QAT 1500 at 1e-4, PReLU replacement 600 at 3e-4; a ``compression_learning_rate`` in the model's
+        metadata, as models built on a face source have, replaces the rate of pruning, clustering and
+        QAT); the loss is distill_weight × (1 − cosine to the
         source model's embedding) + task_weight × a classification loss (default 0: the source model is
         the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
@@ -359,11 +369,11 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         face_detector = _detector_file(opts.detector)
 
     source, meta = _model.load_source(model_path, metadata)
-    hinted = _metadata_learning_rate(meta) if opts.learning_rate is None else None
-    if hinted is not None:
-        logger.info("fine-tuning at learning rate %g, the model's compression_learning_rate (its source: %s); "
-                    "--learning-rate overrides it", hinted, meta.extra.get("backbone") or "not recorded")
-        opts = replace(opts, learning_rate=hinted)
+    rate_hint = _metadata_learning_rate(meta) if opts.learning_rate is None else None
+    if rate_hint is not None:
+        logger.info("fine-tuning %s at learning rate %g, the model's compression_learning_rate (its source: %s); "
+                    "--learning-rate overrides it", "/".join(_finetune.GENTLE_STEPS), rate_hint,
+                    meta.extra.get("backbone") or "not recorded")
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
         from edgeface.keras import keras
 
@@ -469,7 +479,7 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         with contextlib.ExitStack() as stack:
             run = _Run(source=source, metadata=meta, input_size=input_size, target=target_spec, calibration=calib,
                        pairs=pairs, data=finetune_data, flat=flat, flat_error=flat_error, options=resolved,
-                       prune_block=prune_block, stack=stack, staging=staging)
+                       prune_block=prune_block, stack=stack, staging=staging, rate_hint=rate_hint)
             for variant in unrequested:
                 results.append(VariantResult(variant.name, variant.technique, status="skipped",
                                              reason=_not_by_default(variant)))

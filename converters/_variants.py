@@ -18,7 +18,7 @@ from typing import Iterable
 
 from edgeface_runtime.registry import Registry
 
-STEPS = ("prune", "cluster", "qat")
+STEPS = ("prune", "cluster", "qat", "leaky")
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 
@@ -80,6 +80,10 @@ VARIANTS: Registry[Variant] = Registry("variant", (
     # int8 against 7.8 ms dynamic-range): the pruned weights stored as int8, the compute in float.
     _v("pruned-dynamic", "magnitude pruning + fine-tuning, then dynamic-range (int8 weights)", ("prune",),
        "dynamic", ("sparsity", "layer_sparsity", "prune_block", "finetune_steps", "target")),
+    # PReLU models (SFace): each PReLU a LeakyReLU with one slope, distilled back, so that the
+    # full-int8 file runs on XNNPACK's int8 kernels (_activations). Skipped for models without PReLU.
+    _v("leaky-int8", "PReLU replaced by LeakyReLU + fine-tuning, then full int8 (fast int8 for PReLU models)",
+       ("leaky",), "int8", ("finetune_steps", "io")),
     _v("clustered-int8", "weight clustering (k clusters) + fine-tuning, then full int8", ("cluster",), "int8",
        ("clusters", "finetune_steps", "io")),
     _v("qat-int8", "quantization-aware training, then full int8", ("qat",), "int8", ("finetune_steps", "io")),

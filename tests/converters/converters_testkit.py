@@ -41,23 +41,31 @@ def write_faces(root: Path, identities: range, per_identity: int, *, first_sampl
     return root
 
 
-def build_tiny(embedding_size: int = 32, size: int = SIZE):
+def build_tiny(embedding_size: int = 32, size: int = SIZE, prelu: bool = False):
+    """``prelu``: PReLU activations (per channel, as SFace has them) instead of ReLU6."""
     from edgeface.keras import keras
     from edgeface.layers import L2Normalize
 
     layers = keras.layers
     bn = dict(momentum=0.9)  # few training steps: let the moving statistics catch up
+
+    def act(name):
+        if prelu:
+            return layers.PReLU(shared_axes=[1, 2], alpha_initializer=keras.initializers.RandomUniform(-0.3, 0.8),
+                                name=name)
+        return layers.ReLU(6.0, name=name)
+
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn", **bn)(x)
-    x = layers.ReLU(6.0, name="stem_relu")(x)
+    x = act("stem_relu")(x)
     for i, (filters, stride) in enumerate(((64, 1), (128, 2)), start=1):
         x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"b{i}_dw")(x)
         x = layers.BatchNormalization(name=f"b{i}_dw_bn", **bn)(x)
-        x = layers.ReLU(6.0, name=f"b{i}_dw_relu")(x)
+        x = act(f"b{i}_dw_relu")(x)
         x = layers.Conv2D(filters, 1, use_bias=False, name=f"b{i}_pw")(x)
         x = layers.BatchNormalization(name=f"b{i}_pw_bn", **bn)(x)
-        x = layers.ReLU(6.0, name=f"b{i}_pw_relu")(x)
+        x = act(f"b{i}_pw_relu")(x)
     x = layers.GlobalAveragePooling2D(name="embedding_pool")(x)
     x = layers.Dense(embedding_size, use_bias=False, name="embedding_dense")(x)
     x = layers.BatchNormalization(name="embedding_bn", **bn)(x)

@@ -14,7 +14,7 @@ from edgeface_converters._variants import QUANTIZATIONS, STEPS
 
 def test_table_names_every_required_variant():
     assert list(ec.VARIANTS) == ["float32", "float16", "dynamic", "int8", "pruned-int8", "pruned-dynamic",
-                                 "clustered-int8", "qat-int8", "pruned-clustered-int8", "pruned-qat-int8",
+                                 "leaky-int8", "clustered-int8", "qat-int8", "pruned-clustered-int8", "pruned-qat-int8",
                                  "clustered-qat-int8"]
     for name, variant in ec.VARIANTS.items():
         assert variant.name == name
