@@ -370,10 +370,6 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
     source, meta = _model.load_source(model_path, metadata)
     rate_hint = _metadata_learning_rate(meta) if opts.learning_rate is None else None
-    if rate_hint is not None:
-        logger.info("fine-tuning %s at learning rate %g, the model's compression_learning_rate (its source: %s); "
-                    "--learning-rate overrides it", "/".join(_finetune.GENTLE_STEPS), rate_hint,
-                    meta.extra.get("backbone") or "not recorded")
     if seed is not None:  # fine-tuning and k-means++ draw random numbers: same inputs, same files
         from edgeface.keras import keras
 
@@ -435,6 +431,10 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         chosen = default_variants(has_data=bool(labelled_origin))
         unrequested = [v for v in VARIANTS.values() if v not in chosen]
     fine_tuned = [v.name for v in chosen if v.needs_data]
+    if rate_hint is not None and any(set(v.steps) & set(_finetune.GENTLE_STEPS) for v in chosen):
+        logger.info("fine-tuning %s at learning rate %g, the model's compression_learning_rate (its source: %s); "
+                    "--learning-rate overrides it", "/".join(_finetune.GENTLE_STEPS), rate_hint,
+                    meta.extra.get("backbone") or "not recorded")
     finetune_data = None
     if fine_tuned:
         if labelled is None and data is not None and not isinstance(data, _data.FineTuneData):  # a folder
