@@ -320,9 +320,8 @@ def convert(model_path: str | os.PathLike, out_dir: str | os.PathLike | None = N
         step (steps and rate default per step: ``_finetune.STEP_DEFAULTS``, pruning 1000 at 1e-3, clustering
         and QAT 1500 at 1e-4, PReLU replacement 600 at 3e-4; a ``compression_learning_rate`` in the model's
         metadata, as models built on a face source have, replaces the rate of pruning, clustering and
-        QAT); the loss is distill_weight × (1 − cosine to the
-        source model's embedding) + task_weight × a classification loss (default 0: the source model is
-        the teacher).
+        QAT); the loss is distill_weight × (1 − cosine to the source model's embedding) + task_weight ×
+        a classification loss (default 0: the source model is the teacher).
     bias_correction: before a full-int8 conversion (not QAT), remove from each layer's bias the
         mean error that rounding its weights to int8 causes, measured on the calibration crops
         (``_bias_correction``); False converts the model as it is.

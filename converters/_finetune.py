@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 # 1e-3). Clustering at 16 clusters after 500 steps at 1e-4 lost 0.013 of the demo's verification AUC
 # (fine-tuned on ORL and the calibration crops; the gate allows 0.01), after 1500 it passed; QAT after
 # clustering lost 0.0102 after 500 steps and passed after 1500 (docs/conversion.md).
-# PReLU replacement ("leaky", _activations) starts far from the source (SFace: cosine 0.23) and
-# needs a large rate: 600 steps at 3e-4 brought SFace back to a distillation loss of 0.04.
+# PReLU replacement ("leaky", _activations) starts far from the source (SFace: distillation loss
+# 0.65) and needs a large rate: 600 steps at 3e-4 brought SFace back to 0.04 (98.8 % on LFW).
 STEP_DEFAULTS: dict[str, tuple[int, float]] = {"prune": (1000, 1e-3), "cluster": (1500, 1e-4), "qat": (1500, 1e-4),
                                                "leaky": (600, 3e-4)}
 # The steps that start at the source's function: a model's compression_learning_rate (a face
