@@ -54,7 +54,7 @@ def test_convert_with_only_the_model_takes_every_input_from_the_training_card(ed
     assert status["pruned-int8"] in ("ok", "failed")  # built: the card supplied fine-tuning data
     assert status["pruned-dynamic"] in ("ok", "failed")  # the same pruned model, dynamic-range
     skipped = [v for v in manifest["variants"] if v["status"] == "skipped"]
-    assert {v["name"] for v in skipped} == {"clustered-int8", "qat-int8", "pruned-clustered-int8",
+    assert {v["name"] for v in skipped} == {"leaky-int8", "clustered-int8", "qat-int8", "pruned-clustered-int8",
                                             "pruned-qat-int8", "clustered-qat-int8"}
     assert all("--variants all" in v["reason"] for v in skipped)
     for line in ("calibration: ", "pairs: ", "clustered-int8: not in the default set"):
