@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 
 
+class NothingToReplace(ValueError):
+    """The model has no PReLU: the variant does not apply to it (convert records it as skipped)."""
+
+
 def prelu_layers(model: Any) -> list[str]:
     """Names of ``model``'s PReLU layers, in order."""
     from edgeface.keras import keras
@@ -33,14 +37,14 @@ def leaky_slopes(model: Any) -> dict[str, float]:
 def replace_prelu(model: Any) -> Any:
     """A copy of ``model`` with every PReLU layer a LeakyReLU of the same name (weights copied).
 
-    ValueError when there is none: the model's int8 file has its fast kernels already.
+    :class:`NothingToReplace` (a ValueError) when there is none: its int8 file has the fast kernels already.
     """
     from edgeface.keras import keras
 
     slopes = leaky_slopes(model)
     if not slopes:
-        raise ValueError(f"model {model.name!r} has no PReLU layers: the leaky step has nothing to replace, and its "
-                         "plain int8 variant already runs on XNNPACK's int8 kernels")
+        raise NothingToReplace(f"model {model.name!r} has no PReLU layers: the leaky step has nothing to replace, "
+                               "and its plain int8 variant already runs on XNNPACK's int8 kernels")
 
     def clone(layer: Any) -> Any:
         if layer.name in slopes:

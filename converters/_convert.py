@@ -164,11 +164,11 @@ class _Run:
         if variant.steps and self.flat is None:
             result.status, result.reason = "failed", self.flat_error
             return result
-        if "leaky" in variant.steps and not _activations.prelu_layers(self.flat):
-            result.status = "skipped"
-            result.reason = "the model has no PReLU layers: its int8 variant already runs on XNNPACK's int8 kernels"
+        try:
+            built = self.compressed(variant.steps)
+        except _activations.NothingToReplace as exc:  # before any fine-tuning: the variant does not apply
+            result.status, result.reason = "skipped", str(exc)
             return result
-        built = self.compressed(variant.steps)
         result.finetune = built.finetune
         io = self.options.io if variant.quantization == "int8" else "float32"
         model = built.model

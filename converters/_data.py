@@ -26,7 +26,6 @@ from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # the runtime's list: what the device decodes
 MIN_CALIBRATION_IMAGES = 10
 RECOMMENDED_CALIBRATION_IMAGES = 100
 MAX_UNREADABLE = 0.05  # the training pipeline's default allowance
@@ -57,7 +56,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not root.is_dir():
         raise ValueError(f"calibration folder {str(folder)!r} does not exist or is not a folder; pass a folder of "
                          "face crops (a few hundred, e.g. from your training data)")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
@@ -92,7 +91,7 @@ def load_calibration(folder: str | os.PathLike, preprocess: Preprocess, *, max_i
     paths = list_images(folder)
     if len(paths) < MIN_CALIBRATION_IMAGES:
         raise ValueError(f"calibration folder {str(folder)!r} holds {len(paths)} image file(s) "
-                         f"({', '.join(IMAGE_EXTENSIONS)}); int8 calibration needs at least {MIN_CALIBRATION_IMAGES} "
+                         f"({', '.join(IMAGE_SUFFIXES)}); int8 calibration needs at least {MIN_CALIBRATION_IMAGES} "
                          f"face crops, ideally a few hundred")
     if len(paths) > max_images:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]

@@ -20,12 +20,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edgeface_runtime import IMAGE_SUFFIXES
+from edgeface_runtime import IMAGE_SUFFIXES, image_files
 from edgeface_runtime.metadata import Preprocess
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # one list: what the runtime decodes is what training and conversion read
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # public name (edgeface.data); one list: what the runtime decodes
 DEFAULT_MAX_UNREADABLE = 0.05
 DEFAULT_CACHE_BYTES = 4 << 30
 LFW_IMAGE_DIRS = ("lfw-deepfunneled", "lfw")
@@ -126,7 +126,7 @@ def scan_folder(root: str | os.PathLike, *, min_images: int = 1, loose: bool = F
     paths: list[str] = []
     labels: list[int] = []
     for person in sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in person.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        files = image_files(person)
         if len(files) < max(1, min_images):
             continue
         label = len(identities)
@@ -134,7 +134,7 @@ def scan_folder(root: str | os.PathLike, *, min_images: int = 1, loose: bool = F
         paths.extend(f"{person.name}/{f.name}" for f in files)
         labels.extend([label] * len(files))
     if loose:
-        for file in sorted(f for f in root_path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS):
+        for file in image_files(root_path):
             labels.append(len(identities))
             identities.append(file.name)
             paths.append(file.name)

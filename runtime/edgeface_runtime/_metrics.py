@@ -30,8 +30,6 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Sequence, Set
 
 import numpy as np
 
-from ._images import IMAGE_SUFFIXES
-
 __all__ = [
     "LFW_HELD_OUT_FOLDS",
     "BestAccuracy",
@@ -506,21 +504,20 @@ def _lfw_image_path(name: str, number: int) -> str:
     return f"{name}/{name}_{number:04d}.jpg"
 
 
-# Image files a pairs file may point at, in the order they are tried when several exist.
-PAIR_IMAGE_EXTENSIONS = IMAGE_SUFFIXES
-
-
 class _ImageResolver:
     """Image ``i`` of ``name`` under an image root, whatever the file type and naming.
 
     Tried in order, first existing file wins: ``name/name_%04d.EXT`` (LFW), ``name/%d.EXT``
-    (ORL/AT&T: ``s1/1.pgm``), ``name/%04d.EXT``, for each EXT of :data:`PAIR_IMAGE_EXTENSIONS`
-    (any letter case). When none exists the LFW ``.jpg`` name is kept, so the caller reports
+    (ORL/AT&T: ``s1/1.pgm``), ``name/%04d.EXT``, for each EXT of the runtime's ``IMAGE_SUFFIXES``
+    in order (any letter case). When none exists the LFW ``.jpg`` name is kept, so the caller reports
     the missing file. Each person's folder is listed once.
     """
 
     def __init__(self, root: Path) -> None:
+        from ._images import IMAGE_SUFFIXES  # here, not at the top: importing metrics should not load Pillow
+
         self.root = root
+        self._suffixes = IMAGE_SUFFIXES
         self._listings: Dict[str, Dict[str, str]] = {}
 
     def __call__(self, name: str, number: int) -> str:
@@ -533,7 +530,7 @@ class _ImageResolver:
                 listing = {}
             self._listings[name] = listing
         for stem in (f"{name}_{number:04d}", str(number), f"{number:04d}"):
-            for extension in PAIR_IMAGE_EXTENSIONS:
+            for extension in self._suffixes:
                 found = listing.get((stem + extension).lower())
                 if found is not None:
                     return f"{name}/{found}"
