@@ -219,3 +219,20 @@ def test_slim_sface_starts_from_sfaces_own_filters():
                                   pointwise.kernel[keep["conv_2"]][:, keep["conv_1"]].transpose(2, 3, 1, 0))
     leaky = built.model.get_layer("sface_slim_conv_2_leaky")
     assert leaky.alpha == pytest.approx(float(np.median(pointwise.prelu[keep["conv_2"]])))
+
+
+def test_the_slim_student_recipe_distils_from_sface_into_under_300k_parameters():
+    from edgeface._heads import embedding_head
+    from edgeface._keras import keras
+    from edgeface._train import TrainConfig
+    from edgeface.backbones import create_backbone
+
+    config = TrainConfig.from_dict({"recipe": "lfw-sface-slim"})
+    config.validate()
+    assert (config.backbone, config.weights, config.teacher, config.label_loss_weight, config.dataset) == \
+        ("sface_slim", "pretrained", "sface", 0.0, "lfw")
+    body = create_backbone(config.backbone, weights=None, input_size=config.input_size)
+    embedding = embedding_head(body.output, config.embedding_size, config.dropout, style=config.embedding_style)
+    student = keras.Model(body.input, embedding)
+    assert student.output_shape == (None, 128)
+    assert 200_000 < student.count_params() < 300_000  # int8: one byte each, the 300 kB
