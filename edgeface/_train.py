@@ -72,7 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # A student under 300 kB as int8: SFace's convolutions at a quarter of their channels, starting from
     # SFace's filters, distilled from SFace (no labels) on LFW outside folds 6-10, GDC head, one rate
-    # throughout, flips and shifts of up to 4 pixels (docs/face-sources.md#a-student-cut-from-sface).
+    # throughout, flips and shifts of up to 4 pixels (docs/face-sources.md, "A student cut from SFace").
     "lfw-sface-slim": {
         "backbone": "sface_slim", "dataset": "lfw", "input_size": (112, 112), "embedding_size": 128,
         "embedding_style": "gdc", "dropout": 0.0, "teacher": "sface", "label_weight": 0.0,
