@@ -499,7 +499,7 @@ def _register_builtins() -> None:
     register_backbone(
         "sface_slim", build_sface_slim, SFACE_PREPROCESS.input_size, SFACE_PREPROCESS, (sface_file,),
         family="face", min_input_size=112, block_pattern=SFACE_SLIM_BLOCK_PATTERN, find_weights=find_sface_weights,
-        description="SFace's convolutions at a quarter of their channels, LeakyReLU (0.22 M parameters), "
+        description="SFace's convolutions at about a quarter of their channels, LeakyReLU (0.20 M parameters), "
                     "a student body initialised from SFace",
     )
     from ._dlib_resnet import (DLIB_BLOCK_PATTERN, DLIB_PREPROCESS, DLIB_RESNET_FILENAME, DLIB_RESNET_LICENSE,
