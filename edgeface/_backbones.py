@@ -57,6 +57,8 @@ class BackboneSpec:
     ``output="embedding"`` marks a face-recognition source (SFace, dlib's ResNet): the builder
     returns the source's own embedding (N, d), reads its weights file itself (``weights`` is
     then None, "pretrained" or a path), and the input size is fixed by its fully connected layer.
+    A features backbone cut from such a model (``sface_slim``) reads that model's file the same way
+    (``find_weights`` and a WeightsSource of kind "face": :attr:`reads_face_weights`).
     """
 
     name: str
@@ -240,14 +242,15 @@ def _build_face_source(spec: BackboneSpec, input_tensor: Any, size: tuple[int, i
     """A face source reads its own file: the installed package's ("pretrained") or a path."""
     source = next(s for s in spec.weights_sources if s.kind == "face")
     if str(weights).lower() == "imagenet":
-        raise ValueError(f"backbone {spec.name!r} is a face model, not an ImageNet one: use weights='pretrained' "
-                         f"(the file {source.filename} from {source.package}) or the path of that file")
+        raise ValueError(f"backbone {spec.name!r} is built from a face model's file, not ImageNet's: use "
+                         f"weights='pretrained' (the file {source.filename} from {source.package}) or the path of "
+                         "that file")
     path = None if str(weights).lower() == "pretrained" else os.fspath(weights)
     resolved = spec.find_weights(path)  # type: ignore[misc]
     digest = sha256_of(resolved)
     if digest != source.sha256:
-        logger.warning("%s: sha256 %s is not the pinned %s file (%s…); building from it anyway",
-                       resolved, digest[:12], spec.name, source.sha256[:12])
+        logger.warning("%s: sha256 %s is not the pinned %s (%s…); building %s from it anyway",
+                       resolved, digest[:12], source.filename, source.sha256[:12], spec.name)
     return Backbone(spec.builder(input_tensor, resolved), spec, size, resolved, digest)
 
 

@@ -222,22 +222,27 @@ def sface_slim_channels(weights: SFaceWeights, width: float = SFACE_SLIM_WIDTH) 
     """
     if not 0.0 < float(width) <= 1.0:
         raise ValueError(f"width must be in (0, 1], got {width!r}")
-    erf = np.vectorize(math.erf, otypes=[np.float64])
     keep: dict[str, np.ndarray] = {}
     for spec in weights.layers:
         if spec.groups > 1:
             continue
-        gamma, beta = spec.bn[0].astype(np.float64), spec.bn[1].astype(np.float64)
-        sd = np.abs(gamma) + 1e-12
-        r = beta / sd
-        pdf = np.exp(-0.5 * r * r) / math.sqrt(2.0 * math.pi)
-        cdf = 0.5 * (1.0 + erf(r / math.sqrt(2.0)))
-        positive = beta * cdf + sd * pdf
-        negative = -beta * (1.0 - cdf) + sd * pdf
-        score = positive + np.abs(spec.prelu) * negative
+        score = expected_prelu_magnitude(spec.bn[0], spec.bn[1], spec.prelu)
         count = max(8, int(round(len(score) * float(width) / 8)) * 8)
         keep[spec.name] = np.sort(np.argsort(-score, kind="stable")[:count])
     return keep
+
+
+def expected_prelu_magnitude(gamma: np.ndarray, beta: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """E|PReLU(z)| per channel for z ~ N(beta, gamma²): E[max(z, 0)] + |slope|·E[max(-z, 0)], where
+    for z ~ N(mu, s²), E[max(z, 0)] = mu·Phi(mu/s) + s·phi(mu/s) and E[max(-z, 0)] = -mu·Phi(-mu/s) + s·phi(mu/s)."""
+    beta = np.asarray(beta, np.float64)
+    sd = np.abs(np.asarray(gamma, np.float64)) + 1e-12
+    r = beta / sd
+    pdf = np.exp(-0.5 * r * r) / math.sqrt(2.0 * math.pi)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(r / math.sqrt(2.0)))
+    positive = beta * cdf + sd * pdf
+    negative = -beta * (1.0 - cdf) + sd * pdf
+    return positive + np.abs(np.asarray(slope, np.float64)) * negative
 
 
 def build_sface_slim(input_tensor: Any, weights: str | os.PathLike | SFaceWeights | None = None,

